@@ -1,0 +1,8 @@
+module github.com/taskyard/taskyard/services/logrouter
+
+go 1.26.0
+
+replace (
+	github.com/taskyard/taskyard/proto => ../../proto
+	github.com/taskyard/taskyard/services/kit => ../kit
+)
