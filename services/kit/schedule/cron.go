@@ -38,8 +38,8 @@ type domSet struct {
 }
 
 type dowSet struct {
-	days uint64 // bit w, time.Weekday (0 = Sunday)
-	last uint64 // bit w for "wL": last such weekday of the month
+	days uint64   // bit w, time.Weekday (0 = Sunday)
+	last uint64   // bit w for "wL": last such weekday of the month
 	nth  [7]uint8 // nth[w] bit n (1-5) for "w#n"
 }
 
