@@ -1,0 +1,70 @@
+package natsconn_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	v1 "github.com/taskyard/taskyard/proto/taskyard/v1"
+	"github.com/taskyard/taskyard/services/kit/config"
+	"github.com/taskyard/taskyard/services/kit/logging"
+	"github.com/taskyard/taskyard/services/kit/natsconn"
+)
+
+func TestConnectEnsureAndReconnect(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	srv, err := natsconn.StartEmbedded(natsconn.EmbeddedConfig{StoreDir: dir})
+	require.NoError(t, err)
+	addr := srv.Addr().String()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	nc, err := natsconn.Connect(ctx, natsconn.Config{URL: srv.ClientURL()}, "test", logging.Discard())
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	require.NoError(t, natsconn.Ensure(ctx, js, v1.StoreOptions{}))
+	require.NoError(t, natsconn.Ensure(ctx, js, v1.StoreOptions{}), "second Ensure must be a no-op")
+	for _, b := range []string{"taskyard-schedules", "taskyard-state", "taskyard-leases", "taskyard-runs", "taskyard-snapshots"} {
+		_, err := js.KeyValue(ctx, b)
+		require.NoError(t, err, b)
+	}
+
+	// The server goes away and comes back on the same address and store:
+	// the client reconnects by itself and the streams are still there.
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	require.Eventually(t, func() bool { return !nc.IsConnected() }, 5*time.Second, 10*time.Millisecond)
+	srv2, err := natsconn.StartEmbedded(natsconn.EmbeddedConfig{StoreDir: dir, Listen: addr})
+	require.NoError(t, err)
+	defer srv2.Shutdown()
+	require.Eventually(t, nc.IsConnected, 10*time.Second, 20*time.Millisecond)
+	_, err = js.Stream(ctx, "RUNS")
+	require.NoError(t, err)
+}
+
+func TestConnectGivesUpWithContext(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err := natsconn.Connect(ctx, natsconn.Config{URL: "nats://127.0.0.1:1"}, "test", logging.Discard())
+	require.ErrorContains(t, err, "connect to nats nats://127.0.0.1:1")
+}
+
+func TestValidate(t *testing.T) {
+	t.Parallel()
+	var p config.Problems
+	c := natsconn.Config{URL: "", TLSCert: "x.pem", Prefix: "bad.prefix", Replicas: 9, Creds: "/nonexistent/creds"}
+	c.Validate(&p)
+	err := p.Err()
+	require.ErrorContains(t, err, "nats-url: must not be empty")
+	require.ErrorContains(t, err, "nats-tls-cert and nats-tls-key")
+	require.ErrorContains(t, err, "nats-replicas: 9")
+	require.ErrorContains(t, err, `subject-prefix: "bad.prefix"`)
+	require.ErrorContains(t, err, "nats-creds:")
+}
