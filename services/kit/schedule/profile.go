@@ -325,7 +325,9 @@ func (d *decoder) network(root *fields, p *Profile, modeOK, known, fargate bool)
 		return // already reported: EXTERNAL cannot use awsvpc
 	}
 	if v == nil {
-		d.addf(root.node, "network.subnets", "required for networkMode awsvpc")
+		if known { // without a launch type the profile is already wrong
+			d.addf(root.node, "network.subnets", "required for networkMode awsvpc")
+		}
 		return
 	}
 	f := d.mapping(v, "network", "subnets", "securityGroups", "assignPublicIp")

@@ -320,7 +320,9 @@ func (d *decoder) containers(n *yaml.Node, s *Schedule) {
 			}
 		}
 		if v := f.get("essential"); v != nil {
-			c.Essential, _ = d.boolean(v, path+".essential")
+			if b, ok := d.boolean(v, path+".essential"); ok {
+				c.Essential = b
+			}
 		}
 		essential = essential || c.Essential
 		s.Containers = append(s.Containers, c)
