@@ -4,12 +4,39 @@ go 1.26.0
 
 replace (
 	github.com/taskyard/taskyard/proto => ../proto
+	github.com/taskyard/taskyard/services/exitwatch => ../services/exitwatch
+	github.com/taskyard/taskyard/services/exporter => ../services/exporter
 	github.com/taskyard/taskyard/services/kit => ../services/kit
+	github.com/taskyard/taskyard/services/logrouter => ../services/logrouter
+	github.com/taskyard/taskyard/services/scheduler => ../services/scheduler
 )
 
 require (
 	github.com/bufbuild/protocompile v0.14.1
+	github.com/nats-io/nats.go v1.55.0
+	github.com/spf13/cobra v1.10.2
+	github.com/spf13/pflag v1.0.10
+	github.com/taskyard/taskyard/proto v0.0.0-00010101000000-000000000000
+	github.com/taskyard/taskyard/services/kit v0.0.0-00010101000000-000000000000
 	google.golang.org/protobuf v1.36.12
 )
 
-require golang.org/x/sync v0.8.0 // indirect
+require (
+	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
+	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/google/go-tpm v0.9.8 // indirect
+	github.com/inconshreveable/mousetrap v1.1.0 // indirect
+	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/minio/highwayhash v1.0.4 // indirect
+	github.com/nats-io/jwt/v2 v2.8.2 // indirect
+	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
+	github.com/nats-io/nkeys v0.4.16 // indirect
+	github.com/nats-io/nuid v1.0.1 // indirect
+	go.opentelemetry.io/otel v1.47.0 // indirect
+	go.opentelemetry.io/otel/trace v1.47.0 // indirect
+	go.yaml.in/yaml/v3 v3.0.6 // indirect
+	golang.org/x/crypto v0.58.0 // indirect
+	golang.org/x/sync v0.24.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
+	golang.org/x/time v0.16.0 // indirect
+)

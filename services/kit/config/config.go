@@ -113,6 +113,13 @@ func (f *Flags) Parse(args []string) error {
 	}
 	set := map[string]bool{}
 	f.fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	return f.ApplyEnv(set)
+}
+
+// ApplyEnv fills every flag not named in set (the flags given on the
+// command line) from its environment variable. Parse calls it; CLIs whose
+// flag parsing is done elsewhere (cobra) call it themselves.
+func (f *Flags) ApplyEnv(set map[string]bool) error {
 	names := make([]string, 0, len(f.envs))
 	for n := range f.envs {
 		names = append(names, n)

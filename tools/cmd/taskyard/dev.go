@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/taskyard/taskyard/services/kit/lifecycle"
+	"github.com/taskyard/taskyard/services/kit/logging"
+	"github.com/taskyard/taskyard/services/kit/natsconn"
+)
+
+// devEnv is what `taskyard dev` gives each daemon it runs in-process.
+type devEnv struct {
+	Log *slog.Logger
+	// NATS reaches the embedded server.
+	NATS natsconn.Config
+	// DataDir is the root of dev state; each daemon uses DataDir/<daemon>.
+	DataDir string
+	// SchedulesDir and ClustersDir are applied/loaded at start ("" = none).
+	SchedulesDir, ClustersDir string
+	// ForwardListen is where the logrouter listens for Fluent Forward;
+	// ForwardAddr is the address the runners send to (same, as a dial address).
+	ForwardListen, ForwardAddr string
+	// LogsDir receives the logrouter's file output.
+	LogsDir string
+	// MetricsListen is the exporter's listen address.
+	MetricsListen string
+	// AlertWebhook, when set, receives every alert as protojson.
+	AlertWebhook string
+}
+
+type devFlags struct {
+	natsListen    string
+	schedules     string
+	clusters      string
+	data          string
+	forwardListen string
+	logsDir       string
+	metricsListen string
+	alertWebhook  string
+	logLevel      string
+}
+
+func newDevCmd(g *globals) *cobra.Command {
+	var f devFlags
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run the whole system in one process: embedded NATS, the daemons, a local runner",
+		Long: `Run taskyard on one laptop with no AWS and no Docker: an embedded NATS
+server with JetStream (state under --data), the streams and buckets, and every
+daemon in-process, jobs run as local processes by the exec runner.
+
+Stop it with Ctrl-C: every daemon shuts down gracefully. State (JetStream,
+spools, log files) stays under --data for the next start.`,
+		Example: `  taskyard dev --schedules examples/schedules --clusters examples/clusters
+  taskyard events tail        # in another terminal`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runDev(cmd.Context(), g, f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.natsListen, "nats-listen", "127.0.0.1:4222", "address of the embedded NATS server")
+	fl.StringVar(&f.schedules, "schedules", "", "directory of schedule files to apply at start")
+	fl.StringVar(&f.clusters, "clusters", "", "directory of cluster profiles")
+	fl.StringVar(&f.data, "data", ".data", "directory for JetStream, spools and logs")
+	fl.StringVar(&f.forwardListen, "forward-listen", "127.0.0.1:24224", "logrouter Fluent Forward listen address")
+	fl.StringVar(&f.logsDir, "logs-dir", "", "logrouter file output directory (default DATA/logs)")
+	fl.StringVar(&f.metricsListen, "metrics-listen", "127.0.0.1:2020", "exporter listen address (/api/v1/metrics, /metrics)")
+	fl.StringVar(&f.alertWebhook, "alert-webhook", "", "URL that receives every alert as JSON (default: alerts go to the log)")
+	fl.StringVar(&f.logLevel, "log-level", "info", "log level of the daemons: debug, info, warn, error")
+	return cmd
+}
+
+func runDev(ctx context.Context, g *globals, f devFlags) error {
+	level, err := logging.ParseLevel(f.logLevel)
+	if err != nil {
+		return usageError("--log-level: %v", err)
+	}
+	log := logging.New(os.Stderr, level, "dev")
+	data, err := filepath.Abs(f.data)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	srv, err := natsconn.StartEmbedded(natsconn.EmbeddedConfig{Listen: f.natsListen, StoreDir: filepath.Join(data, "nats")})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	}()
+	log.Info("embedded nats listening", "url", srv.ClientURL(), "store", filepath.Join(data, "nats"))
+
+	natsCfg := g.NATS
+	natsCfg.URL = srv.ClientURL()
+	nc, err := natsconn.Connect(ctx, natsCfg, "taskyard-dev", log)
+	if err != nil {
+		return err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return err
+	}
+	if err := natsconn.Ensure(ctx, js, natsCfg.StoreOptions()); err != nil {
+		nc.Close()
+		return err
+	}
+	nc.Close()
+
+	env := devEnv{
+		Log:           log,
+		NATS:          natsCfg,
+		DataDir:       data,
+		SchedulesDir:  f.schedules,
+		ClustersDir:   f.clusters,
+		ForwardListen: f.forwardListen,
+		LogsDir:       f.logsDir,
+		MetricsListen: f.metricsListen,
+		AlertWebhook:  f.alertWebhook,
+	}
+	if env.LogsDir == "" {
+		env.LogsDir = filepath.Join(data, "logs")
+	}
+	return runDevDaemons(ctx, env)
+}
+
+// runDevDaemons starts every daemon in-process and waits for ctx.
+func runDevDaemons(ctx context.Context, env devEnv) error {
+	builders := []struct {
+		name  string
+		build func(devEnv) (lifecycle.Actor, error)
+	}{
+		// The logrouter first: runners send job output to it.
+		{"logrouter", devLogrouter},
+		{"exporter", devExporter},
+		{"exitwatch", devExitwatch},
+		{"scheduler", devScheduler},
+	}
+	var actors []lifecycle.Actor
+	for _, b := range builders {
+		e := env
+		e.Log = env.Log.With("daemon", b.name)
+		if b.name == "scheduler" && env.ForwardListen != "" {
+			e.ForwardAddr = env.ForwardListen
+		}
+		a, err := b.build(e)
+		if err != nil {
+			return fmt.Errorf("dev %s: %w", b.name, err)
+		}
+		if a != nil {
+			actors = append(actors, a)
+		}
+	}
+	env.Log.Info("taskyard dev running", "daemons", len(actors))
+	return lifecycle.Run(ctx, actors...)
+}
