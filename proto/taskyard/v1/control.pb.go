@@ -238,8 +238,10 @@ type NameRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// For next: how many fire times.
-	Count         int32  `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
-	RequestedBy   string `protobuf:"bytes,3,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
+	Count       int32  `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	RequestedBy string `protobuf:"bytes,3,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
+	// For next: list fires strictly after this time (now when unset).
+	From          *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=from,proto3" json:"from,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -293,6 +295,13 @@ func (x *NameRequest) GetRequestedBy() string {
 		return x.RequestedBy
 	}
 	return ""
+}
+
+func (x *NameRequest) GetFrom() *timestamppb.Timestamp {
+	if x != nil {
+		return x.From
+	}
+	return nil
 }
 
 // ScheduleStatus is one row of `taskyard schedule list`.
@@ -780,11 +789,12 @@ const file_taskyard_v1_control_proto_rawDesc = "" +
 	"ApplyReply\x12)\n" +
 	"\achanges\x18\x01 \x03(\v2\x18.taskyard.v1.FieldChange\x12\r\n" +
 	"\x05error\x18\x02 \x01(\t\x12\x0f\n" +
-	"\aapplied\x18\x03 \x01(\b\"@\n" +
+	"\aapplied\x18\x03 \x01(\b\"j\n" +
 	"\vNameRequest\x12\f\n" +
 	"\x04name\x18\x01 \x01(\t\x12\r\n" +
 	"\x05count\x18\x02 \x01(\x05\x12\x14\n" +
-	"\frequested_by\x18\x03 \x01(\t\"\xd8\x01\n" +
+	"\frequested_by\x18\x03 \x01(\t\x12(\n" +
+	"\x04from\x18\x04 \x01(\v2\x1a.google.protobuf.Timestamp\"\xd8\x01\n" +
 	"\x0eScheduleStatus\x12'\n" +
 	"\x04spec\x18\x01 \x01(\v2\x19.taskyard.v1.ScheduleSpec\x12-\n" +
 	"\tnext_fire\x18\x02 \x01(\v2\x1a.google.protobuf.Timestamp\x12-\n" +
@@ -850,18 +860,19 @@ var file_taskyard_v1_control_proto_goTypes = []any{
 var file_taskyard_v1_control_proto_depIdxs = []int32{
 	11, // 0: taskyard.v1.ApplyRequest.schedules:type_name -> taskyard.v1.ScheduleSpec
 	1,  // 1: taskyard.v1.ApplyReply.changes:type_name -> taskyard.v1.FieldChange
-	11, // 2: taskyard.v1.ScheduleStatus.spec:type_name -> taskyard.v1.ScheduleSpec
-	12, // 3: taskyard.v1.ScheduleStatus.next_fire:type_name -> google.protobuf.Timestamp
-	12, // 4: taskyard.v1.ScheduleStatus.last_fire:type_name -> google.protobuf.Timestamp
-	13, // 5: taskyard.v1.ScheduleStatus.last_outcome:type_name -> taskyard.v1.Outcome
-	4,  // 6: taskyard.v1.ListReply.schedules:type_name -> taskyard.v1.ScheduleStatus
-	12, // 7: taskyard.v1.NextReply.times:type_name -> google.protobuf.Timestamp
-	12, // 8: taskyard.v1.TailLine.time:type_name -> google.protobuf.Timestamp
-	9,  // [9:9] is the sub-list for method output_type
-	9,  // [9:9] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	12, // 2: taskyard.v1.NameRequest.from:type_name -> google.protobuf.Timestamp
+	11, // 3: taskyard.v1.ScheduleStatus.spec:type_name -> taskyard.v1.ScheduleSpec
+	12, // 4: taskyard.v1.ScheduleStatus.next_fire:type_name -> google.protobuf.Timestamp
+	12, // 5: taskyard.v1.ScheduleStatus.last_fire:type_name -> google.protobuf.Timestamp
+	13, // 6: taskyard.v1.ScheduleStatus.last_outcome:type_name -> taskyard.v1.Outcome
+	4,  // 7: taskyard.v1.ListReply.schedules:type_name -> taskyard.v1.ScheduleStatus
+	12, // 8: taskyard.v1.NextReply.times:type_name -> google.protobuf.Timestamp
+	12, // 9: taskyard.v1.TailLine.time:type_name -> google.protobuf.Timestamp
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_taskyard_v1_control_proto_init() }
