@@ -110,6 +110,10 @@ func parseProfile(file string, data []byte) (*Profile, Problems) {
 	if root == nil {
 		return nil, probs
 	}
+	return decodeProfile(file, root)
+}
+
+func decodeProfile(file string, root *yaml.Node) (*Profile, Problems) {
 	d := newDecoder(file)
 	p := d.profile(root)
 	d.probs.sort()

@@ -189,6 +189,15 @@ func parseSchedule(file string, data []byte) (*Schedule, Problems) {
 	return s, d.probs
 }
 
+// decodeSchedule decodes an already parsed document (see ScheduleFromProto).
+func decodeSchedule(file string, root *yaml.Node, anchor time.Time) (*Schedule, Problems) {
+	d := newDecoder(file)
+	d.anchor = anchor
+	s := d.schedule(root)
+	d.probs.sort()
+	return s, d.probs
+}
+
 var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 func checkEnvName(k string) string {
@@ -210,6 +219,7 @@ func (d *decoder) schedule(n *yaml.Node) *Schedule {
 			StartingDeadline: DefaultStartingDeadline,
 			CatchUp:          CatchUp{Mode: CatchUpLatest, Max: 1},
 			Enabled:          true,
+			Anchor:           d.anchor,
 		},
 		Alerts: Alerts{Severity: SeverityCritical},
 		pos:    d.pos,

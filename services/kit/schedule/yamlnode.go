@@ -20,9 +20,10 @@ type position struct{ line, col int }
 // decoder walks a yaml.Node tree, collecting every problem instead of
 // stopping at the first, and remembering where each field was.
 type decoder struct {
-	file  string
-	probs Problems
-	pos   map[string]position
+	file   string
+	probs  Problems
+	pos    map[string]position
+	anchor time.Time // origin of rate() expressions
 }
 
 func newDecoder(file string) *decoder {
