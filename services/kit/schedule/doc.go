@@ -56,6 +56,12 @@
 // A file is a cluster profile if and only if its parent directory is named
 // "clusters"; every other *.yml or *.yaml file is a schedule.
 //
+// [Schedule.ValidateWith] checks a schedule against its cluster profile and
+// [Schedule.TaskSize] gives the task size to register. [Schedule.ToProto],
+// [ScheduleFromProto], [Profile.ToProto] and [ProfileFromProto] convert to
+// and from the wire contract (taskyardv1.ScheduleSpec, ClusterProfile),
+// applying the same validation and defaults as files.
+//
 // [FargateSize] picks the smallest Fargate task size that fits the
 // containers, from the table in [FargateSizes].
 package schedule

@@ -76,16 +76,6 @@ func ParseExpr(s string, loc *time.Location, anchor time.Time) (Expr, error) {
 	return parseCron(src, loc, true)
 }
 
-// MustParseExpr is like ParseExpr but panics on error. It is meant for tests
-// and package-level constants.
-func MustParseExpr(s string, loc *time.Location, anchor time.Time) Expr {
-	e, err := ParseExpr(s, loc, anchor)
-	if err != nil {
-		panic(err)
-	}
-	return e
-}
-
 // rateExpr fires every interval, anchored at anchor.
 type rateExpr struct {
 	value    int
@@ -135,9 +125,6 @@ func parseRate(body string, loc *time.Location, anchor time.Time) (Expr, error) 
 
 func (r *rateExpr) Kind() string   { return KindRate }
 func (r *rateExpr) String() string { return fmt.Sprintf("rate(%d %s)", r.value, r.unit) }
-
-// Interval returns the rate's period.
-func (r *rateExpr) Interval() time.Duration { return time.Duration(r.interval) * time.Second }
 
 // Next returns anchor + k*interval for the smallest integer k (negative k
 // included) that lands strictly after after. It is pure arithmetic on

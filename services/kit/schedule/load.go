@@ -29,7 +29,8 @@ func IsProfilePath(path string) bool {
 // schedules naming an unknown cluster profile or not fitting theirs (see
 // Schedule.ValidateWith).
 //
-// It returns the schedules and profiles without problems, and every problem
+// It returns the schedules and profiles whose own files have no problems
+// (problems found only across files do not drop them), and every problem
 // found as a Problems error, sorted by file and position.
 func LoadPaths(paths ...string) (schedules []*Schedule, profiles []*Profile, err error) {
 	var probs Problems
