@@ -1,0 +1,233 @@
+// Package watchlist is what exitwatch knows it should be watching: the
+// schedules applied to KV taskyard-schedules (kept current by a KV watch)
+// and the ping checks from the checks file, with the settings the rules
+// need (expected fires, deadlines, timeout, expectations, alert routing).
+package watchlist
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	v1 "github.com/taskyard/taskyard/proto/taskyard/v1"
+	"github.com/taskyard/taskyard/services/kit/schedule"
+)
+
+// Kind says where an item comes from.
+type Kind string
+
+const (
+	// KindSchedule is a schedule applied to KV taskyard-schedules.
+	KindSchedule Kind = "schedule"
+	// KindCheck is a ping check from the checks file.
+	KindCheck Kind = "check"
+)
+
+// Item is one watched schedule or check.
+type Item struct {
+	Kind    Kind
+	Name    string
+	Cluster string
+	Enabled bool
+	// Expr gives the expected fires; nil for manual schedules and period
+	// checks.
+	Expr schedule.Expr
+	// Period is a check's expected ping interval (period checks).
+	Period time.Duration
+	// Grace is how long after startingDeadline (schedules) or the expected
+	// ping (checks) a fire may still arrive.
+	Grace            time.Duration
+	StartingDeadline time.Duration
+	Timeout          time.Duration
+	TaskCount        int
+	Concurrency      string
+	Runbook          string
+	Severity         v1.Severity
+	Channel          string
+	SucceedWithin    time.Duration
+	Logs             bool
+	// Essential maps container names to their essential flag; nil when
+	// unknown.
+	Essential map[string]bool
+	AppliedAt time.Time
+	// Since is when the item was first seen enabled by this process (or
+	// applied, whichever is later): no fire before it is judged missed.
+	Since time.Time
+}
+
+// IsEssential reports whether container name decides the run. Containers
+// not in the schedule (an injected log router) do not.
+func (it *Item) IsEssential(name string) bool {
+	if it == nil || it.Essential == nil {
+		return true
+	}
+	return it.Essential[name]
+}
+
+// List holds the items. Safe for concurrent use.
+type List struct {
+	mu    sync.RWMutex
+	items map[string]*Item
+	now   func() time.Time
+	log   *slog.Logger
+}
+
+// New returns an empty list.
+func New(log *slog.Logger, now func() time.Time) *List {
+	return &List{items: map[string]*Item{}, now: now, log: log}
+}
+
+// Get returns the item called name.
+func (l *List) Get(name string) (*Item, bool) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	it, ok := l.items[name]
+	return it, ok
+}
+
+// All returns every item sorted by name.
+func (l *List) All() []*Item {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	out := make([]*Item, 0, len(l.items))
+	for _, it := range l.items {
+		out = append(out, it)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Put adds or replaces an item, keeping Since when it stays enabled.
+func (l *List) Put(it *Item) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	prev := l.items[it.Name]
+	switch {
+	case !it.Enabled:
+		it.Since = time.Time{}
+	case prev != nil && prev.Enabled && !prev.Since.IsZero():
+		it.Since = prev.Since
+	default:
+		it.Since = now
+	}
+	if it.AppliedAt.After(it.Since) {
+		it.Since = it.AppliedAt
+	}
+	l.items[it.Name] = it
+}
+
+// Delete removes an item.
+func (l *List) Delete(name string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.items, name)
+}
+
+// FromSpec converts an applied schedule with schedule.ScheduleFromProto,
+// so exitwatch computes the same fires as the scheduler, to the second.
+func FromSpec(spec *v1.ScheduleSpec) (*Item, error) {
+	s, err := schedule.ScheduleFromProto(spec)
+	if err != nil {
+		return nil, fmt.Errorf("schedule %s: %w", spec.GetName(), err)
+	}
+	return FromSchedule(s, spec.GetAppliedAt().AsTime()), nil
+}
+
+// FromSchedule converts a parsed schedule; appliedAt may be zero.
+func FromSchedule(s *schedule.Schedule, appliedAt time.Time) *Item {
+	t := s.Timing
+	it := &Item{
+		Kind:             KindSchedule,
+		Name:             s.Name,
+		Cluster:          s.Cluster,
+		Enabled:          t.Enabled,
+		StartingDeadline: t.StartingDeadline,
+		Timeout:          t.Timeout,
+		TaskCount:        t.TaskCount,
+		Concurrency:      string(t.Concurrency),
+		Runbook:          s.Alerts.Runbook,
+		Channel:          s.Alerts.Channel,
+		Severity:         v1.Severity_SEVERITY_CRITICAL,
+		SucceedWithin:    s.Expectations.SucceedWithin,
+		Logs:             s.Expectations.Logs,
+		Essential:        map[string]bool{},
+	}
+	if appliedAt.Unix() > 0 {
+		it.AppliedAt = appliedAt
+	}
+	if it.StartingDeadline <= 0 {
+		it.StartingDeadline = schedule.DefaultStartingDeadline
+	}
+	if it.TaskCount <= 0 {
+		it.TaskCount = 1
+	}
+	if sev, err := v1.ParseSeverity(string(s.Alerts.Severity)); err == nil {
+		it.Severity = sev
+	}
+	for _, c := range s.Containers {
+		it.Essential[c.Name] = c.Essential
+	}
+	if s.Type != schedule.TypeManual {
+		it.Expr = t.Expression
+	}
+	return it
+}
+
+// WatchSchedules keeps the schedule items in step with the bucket until ctx
+// ends. It returns once the initial values are loaded.
+func (l *List) WatchSchedules(ctx context.Context, kv jetstream.KeyValue) error {
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch schedules: %w", err)
+	}
+	loaded := make(chan struct{})
+	go func() {
+		defer func() { _ = w.Stop() }()
+		first := true
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e == nil {
+					if first {
+						first = false
+						close(loaded)
+					}
+					continue
+				}
+				if e.Operation() != jetstream.KeyValuePut {
+					l.Delete(e.Key())
+					continue
+				}
+				spec := &v1.ScheduleSpec{}
+				if err := proto.Unmarshal(e.Value(), spec); err != nil {
+					l.log.Warn("undecodable schedule spec", "key", e.Key(), "err", err)
+					continue
+				}
+				it, err := FromSpec(spec)
+				if err != nil {
+					l.log.Warn("schedule not watchable", "schedule", e.Key(), "err", err)
+					continue
+				}
+				l.Put(it)
+			}
+		}
+	}()
+	select {
+	case <-loaded:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
