@@ -4,6 +4,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -360,4 +361,31 @@ func (w *jw) counters(c Counters) {
 		w.close()
 	}
 	w.close()
+}
+
+// scheduleCounters are the schedule.<name>.* leaves that only grow.
+var scheduleCounters = map[string]bool{
+	"dispatched": true, "succeeded": true, "failed": true, "failed_to_start": true, "timed_out": true,
+	"stopped": true, "lost": true, "missed": true, "skipped": true, "dispatch_failed": true,
+	"log_records": true, "log_error_records": true, "log_bytes": true,
+}
+
+// IsCounter reports whether a key of the flattened /api/v1/metrics document
+// (without prefix, e.g. "schedule.nightly.failed") is a counter — a value
+// that never decreases, to be read as a rate — rather than a gauge. Every
+// Fluent Bit section value, every logs.* and alerts.* value and the
+// schedule counters are counters.
+func IsCounter(key string) bool {
+	t := strings.Split(key, ".")
+	switch t[0] {
+	case "input", "filter", "output", "alerts":
+		return len(t) >= 2
+	case "instance":
+		return len(t) >= 3 && slices.Contains(Sections, t[2])
+	case "logs":
+		return len(t) == 3
+	case "schedule":
+		return len(t) == 3 && scheduleCounters[t[2]]
+	}
+	return false
 }

@@ -10,6 +10,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -266,4 +271,45 @@ func (p *Publisher) Stats(daemon, instance string, at, started time.Time, output
 func (p *Publisher) Alert(sev v1.Severity, kind, schedule string, resolved bool) {
 	p.t.Helper()
 	p.Publish(p.s.Alert(sev, kind), &v1.Alert{DedupeKey: kind + "/" + schedule, Severity: sev, Kind: kind, Schedule: schedule, Resolved: resolved}, "")
+}
+
+// BuildTool builds the main package pkg (a `tool` of this module's go.mod,
+// such as github.com/mackerelio/mackerel-plugin-json) into a temporary
+// directory and returns the binary's path. It is the binary `go tool
+// mackerel-plugin-json` runs, built once per test.
+func BuildTool(t testing.TB, pkg string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), path.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	b, err := cmd.CombinedOutput()
+	require.NoError(t, err, "go build %s: %s", pkg, b)
+	return out
+}
+
+// Line is one line of a Mackerel plugin's output.
+type Line struct {
+	Value float64
+	Time  int64
+}
+
+// ParseOutput parses "name\tvalue\ttime" lines; a name printed twice fails
+// the test.
+func ParseOutput(t testing.TB, out []byte) map[string]Line {
+	t.Helper()
+	m := map[string]Line{}
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if l == "" {
+			continue
+		}
+		f := strings.Split(l, "\t")
+		require.Len(t, f, 3, "line %q", l)
+		v, err := strconv.ParseFloat(f[1], 64)
+		require.NoError(t, err, "line %q", l)
+		ts, err := strconv.ParseInt(f[2], 10, 64)
+		require.NoError(t, err, "line %q", l)
+		_, dup := m[f[0]]
+		require.False(t, dup, "metric %s printed twice", f[0])
+		m[f[0]] = Line{Value: v, Time: ts}
+	}
+	return m
 }
