@@ -1,0 +1,217 @@
+// Package event is the logrouter's record after the pipeline: the tags it
+// was given, the original line, and its compact binary encoding in the
+// spool. The same encoded bytes go to every output's spool.
+package event
+
+import (
+	"encoding/binary"
+	"errors"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// Flag bits of an Event.
+const (
+	// FlagTruncated marks a line cut to the record size limit.
+	FlagTruncated uint8 = 1 << iota
+	// FlagJSON marks a line that parsed as a JSON object; Attrs holds it.
+	FlagJSON
+)
+
+// Event is one log record, tagged.
+type Event struct {
+	// Time is the event time given by the sender.
+	Time time.Time
+	// Tag is the Fluent tag it arrived with.
+	Tag       string
+	Cluster   string
+	Service   string
+	Container string
+	Task      string
+	Source    string
+	// Level is normalized: debug, info, warn, error, fatal or unknown.
+	Level string
+	// RunID is the taskyard run id when the sender gave one.
+	RunID string
+	// Log is the original line (after redaction and truncation).
+	Log string
+	// Attrs is the line as a compact JSON object when it was one.
+	Attrs []byte
+	Flags uint8
+}
+
+// ErrCorrupt is returned by Unmarshal for bytes it did not produce.
+var ErrCorrupt = errors.New("event: corrupt encoding")
+
+const version = 1
+
+// AppendBinary appends the spool encoding of e to b.
+func (e *Event) AppendBinary(b []byte) []byte {
+	b = append(b, version, e.Flags)
+	b = binary.AppendVarint(b, e.Time.UnixNano())
+	for _, s := range [...]string{e.Tag, e.Cluster, e.Service, e.Container, e.Task, e.Source, e.Level, e.RunID, e.Log} {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	b = binary.AppendUvarint(b, uint64(len(e.Attrs)))
+	return append(b, e.Attrs...)
+}
+
+// Unmarshal decodes what AppendBinary wrote. Strings are copied.
+func (e *Event) Unmarshal(b []byte) error {
+	if len(b) < 2 || b[0] != version {
+		return ErrCorrupt
+	}
+	e.Flags = b[1]
+	b = b[2:]
+	ns, n := binary.Varint(b)
+	if n <= 0 {
+		return ErrCorrupt
+	}
+	e.Time = time.Unix(0, ns).UTC()
+	b = b[n:]
+	next := func() ([]byte, bool) {
+		l, n := binary.Uvarint(b)
+		if n <= 0 || uint64(len(b)-n) < l {
+			return nil, false
+		}
+		v := b[n : n+int(l)]
+		b = b[n+int(l):]
+		return v, true
+	}
+	for _, p := range [...]*string{&e.Tag, &e.Cluster, &e.Service, &e.Container, &e.Task, &e.Source, &e.Level, &e.RunID, &e.Log} {
+		v, ok := next()
+		if !ok {
+			return ErrCorrupt
+		}
+		*p = string(v)
+	}
+	v, ok := next()
+	if !ok || len(b) != 0 {
+		return ErrCorrupt
+	}
+	e.Attrs = nil
+	if len(v) > 0 {
+		e.Attrs = append([]byte(nil), v...)
+	}
+	return nil
+}
+
+// Format is how an output renders an event.
+type Format string
+
+const (
+	// FormatJSON is one JSON object per line with the tags, the line and
+	// the parsed attributes.
+	FormatJSON Format = "json"
+	// FormatRaw is the original line only.
+	FormatRaw Format = "raw"
+)
+
+// ParseFormat reads json or raw ("" is json).
+func ParseFormat(s string) (Format, error) {
+	switch s {
+	case "", "json":
+		return FormatJSON, nil
+	case "raw":
+		return FormatRaw, nil
+	}
+	return "", errors.New("want json or raw")
+}
+
+// AppendLine appends e rendered in format f plus a newline.
+func (e *Event) AppendLine(b []byte, f Format) []byte {
+	if f == FormatRaw {
+		b = append(b, e.Log...)
+		return append(b, '\n')
+	}
+	b = append(b, `{"time":"`...)
+	b = e.Time.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, '"')
+	b = appendField(b, "cluster", e.Cluster)
+	b = appendField(b, "service", e.Service)
+	b = appendField(b, "container", e.Container)
+	b = appendField(b, "task", e.Task)
+	b = appendField(b, "source", e.Source)
+	b = appendField(b, "level", e.Level)
+	if e.RunID != "" {
+		b = appendField(b, "run_id", e.RunID)
+	}
+	if e.Tag != "" {
+		b = appendField(b, "tag", e.Tag)
+	}
+	b = appendField(b, "log", e.Log)
+	if e.Flags&FlagTruncated != 0 {
+		b = append(b, `,"truncated":true`...)
+	}
+	if len(e.Attrs) > 0 {
+		b = append(b, `,"attributes":`...)
+		b = append(b, e.Attrs...)
+	}
+	return append(b, '}', '\n')
+}
+
+func appendField(b []byte, k, v string) []byte {
+	b = append(b, ',', '"')
+	b = append(b, k...)
+	b = append(b, '"', ':')
+	return AppendJSONString(b, v)
+}
+
+const hex = "0123456789abcdef"
+
+// AppendJSONString appends s as a JSON string; invalid UTF-8 becomes U+FFFD.
+func AppendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, `\u202`...)
+			b = append(b, hex[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// String is a short description for logs and tests.
+func (e *Event) String() string {
+	return e.Cluster + "/" + e.Service + "/" + e.Container + " " + e.Level + " " + strconv.Quote(e.Log)
+}

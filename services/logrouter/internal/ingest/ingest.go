@@ -1,0 +1,128 @@
+// Package ingest is the path from an input to the spools: every record
+// goes through the pipeline, is counted for LogStats, offered to live
+// tails, matched against the routes, encoded once, and appended to the
+// spool of every output it routes to. The returned wait reports when all
+// of those appends are durable; inputs ack only then.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/taskyard/taskyard/services/logrouter/internal/event"
+	"github.com/taskyard/taskyard/services/logrouter/internal/forward"
+	"github.com/taskyard/taskyard/services/logrouter/internal/output"
+	"github.com/taskyard/taskyard/services/logrouter/internal/pipeline"
+	"github.com/taskyard/taskyard/services/logrouter/internal/route"
+	"github.com/taskyard/taskyard/services/logrouter/internal/spool"
+	"github.com/taskyard/taskyard/services/logrouter/internal/stats"
+	"github.com/taskyard/taskyard/services/logrouter/internal/tail"
+)
+
+// Output is one destination's spool as seen by the inputs.
+type Output struct {
+	Name     string
+	Spool    *spool.Spool
+	Counters *output.Counters
+}
+
+// InputCounters are Fluent Bit's input plugin counters.
+type InputCounters struct {
+	Records, Bytes, ProtocolErrors atomic.Int64
+}
+
+// Ingest connects inputs to spools.
+type Ingest struct {
+	Pipeline *pipeline.Pipeline
+	Routes   *route.Table
+	Outputs  []*Output
+	Window   *stats.Window
+	Tail     *tail.Registry
+	// Unrouted counts records no route matched.
+	Unrouted atomic.Int64
+}
+
+// Record is an input-neutral record.
+type Record struct {
+	Time   time.Time
+	Record map[string]any
+}
+
+// Accept implements forward.Handler for input counters c.
+func (in *Ingest) Forward(c *InputCounters) forward.Handler { return fwHandler{in, c} }
+
+type fwHandler struct {
+	in *Ingest
+	c  *InputCounters
+}
+
+func (h fwHandler) Accept(ctx context.Context, f *forward.Frame, wire int) (func(context.Context) error, error) {
+	recs := make([]Record, len(f.Entries))
+	for i, e := range f.Entries {
+		recs[i] = Record{Time: e.Time, Record: e.Record}
+	}
+	return h.in.Take(ctx, h.c, f.Tag, recs, wire)
+}
+
+// Take processes records from one input message of wire bytes.
+func (in *Ingest) Take(ctx context.Context, c *InputCounters, tag string, recs []Record, wire int) (func(context.Context) error, error) {
+	c.Records.Add(int64(len(recs)))
+	c.Bytes.Add(int64(wire))
+	evs := make([]event.Event, 0, len(recs))
+	for i := range recs {
+		var e event.Event
+		if in.Pipeline.Process(tag, recs[i].Time, recs[i].Record, &e) {
+			evs = append(evs, e)
+		}
+	}
+	if in.Window != nil {
+		in.Window.Add(evs)
+	}
+	if in.Tail != nil {
+		in.Tail.Offer(evs)
+	}
+	per := make([][][]byte, len(in.Outputs))
+	arena := make([]byte, 0, 256*len(evs))
+	for i := range evs {
+		set := in.Routes.Match(&evs[i])
+		if set == 0 {
+			in.Unrouted.Add(1)
+			continue
+		}
+		start := len(arena)
+		arena = evs[i].AppendBinary(arena)
+		rec := arena[start:len(arena):len(arena)]
+		for o := range in.Outputs {
+			if set&(1<<o) != 0 {
+				per[o] = append(per[o], rec)
+			}
+		}
+	}
+	var commits []*spool.Commit
+	for o, rs := range per {
+		if len(rs) == 0 {
+			continue
+		}
+		out := in.Outputs[o]
+		cm, err := out.Spool.Append(ctx, rs)
+		if errors.Is(err, spool.ErrFull) {
+			out.Counters.DroppedRecords.Add(int64(len(rs)))
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("spool %s: %w", out.Name, err)
+		}
+		commits = append(commits, cm)
+	}
+	return func(ctx context.Context) error {
+		for _, cm := range commits {
+			if err := cm.Wait(ctx); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, nil
+}

@@ -1,0 +1,334 @@
+// Package output delivers spooled events to their destinations. A Runner
+// per output pages batches out of the output's spool, hands them to the
+// output's Sink, retries failures with jittered exponential backoff, and
+// commits the spool only up to what the sink reports delivered — so a
+// crash or a long outage loses nothing, and one slow output never stalls
+// another (each has its own spool and goroutine).
+package output
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+
+	"github.com/taskyard/taskyard/services/logrouter/internal/event"
+	"github.com/taskyard/taskyard/services/logrouter/internal/spool"
+)
+
+// Sink is a destination.
+type Sink interface {
+	// Deliver takes evs, which end at spool position end, and returns the
+	// position up to which everything is delivered: end for sinks that
+	// write synchronously, earlier for sinks that buffer. A *PartialError
+	// names the events still to retry; a *PermanentError is not retried.
+	Deliver(ctx context.Context, evs []event.Event, end spool.Pos) (spool.Pos, error)
+	// Flush delivers buffered data that is due (every buffer when all)
+	// and returns the delivered position; ok is false when the sink has
+	// nothing to report (it does not buffer).
+	Flush(ctx context.Context, all bool) (pos spool.Pos, ok bool, err error)
+	// Close releases resources after the runner stops.
+	Close() error
+}
+
+// PartialError reports that some events were delivered and Remaining
+// were not (retryable).
+type PartialError struct {
+	Remaining []event.Event
+	Err       error
+}
+
+func (e *PartialError) Error() string {
+	return fmt.Sprintf("%d records not delivered: %v", len(e.Remaining), e.Err)
+}
+func (e *PartialError) Unwrap() error { return e.Err }
+
+// PermanentError is a failure retrying cannot fix (a 4xx other than
+// 408/429): the events go to the dead-letter file.
+type PermanentError struct {
+	Events []event.Event // nil: the whole batch
+	Err    error
+}
+
+func (e *PermanentError) Error() string { return "permanent: " + e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Counters are Fluent Bit's output plugin counters plus the spool's.
+type Counters struct {
+	ProcRecords, ProcBytes, Errors, Retries, RetriesFailed, DroppedRecords, RetriedRecords, DeadLettered atomic.Int64
+}
+
+// Map renders the counters with Fluent Bit's names.
+func (c *Counters) Map() map[string]int64 {
+	return map[string]int64{
+		"proc_records":    c.ProcRecords.Load(),
+		"proc_bytes":      c.ProcBytes.Load(),
+		"errors":          c.Errors.Load(),
+		"retries":         c.Retries.Load(),
+		"retries_failed":  c.RetriesFailed.Load(),
+		"dropped_records": c.DroppedRecords.Load(),
+		"retried_records": c.RetriedRecords.Load(),
+		"dead_lettered":   c.DeadLettered.Load(),
+	}
+}
+
+// RetryPolicy is the backoff of failed deliveries.
+type RetryPolicy struct {
+	Initial, Max time.Duration
+	// Limit is the number of attempts before dead-lettering (0: forever).
+	Limit int
+}
+
+// Runner moves one output's spool to its sink.
+type Runner struct {
+	Name     string
+	Sink     Sink
+	Spool    *spool.Spool
+	Counters *Counters
+	Retry    RetryPolicy
+	// MaxBatchRecords and MaxBatchBytes bound one Deliver (defaults 1000
+	// and 4 MiB).
+	MaxBatchRecords, MaxBatchBytes int
+	// Tick is how often Flush is called while idle (default 1 s).
+	Tick time.Duration
+	// DrainTimeout bounds delivery after ctx is cancelled (default 25 s).
+	DrainTimeout time.Duration
+	// DeadLetter receives events that could not be delivered.
+	DeadLetter *DeadLetter
+	Log        *slog.Logger
+}
+
+// Run delivers until ctx is cancelled, then keeps delivering what is
+// spooled (flushing every buffer) for at most DrainTimeout; whatever is
+// left stays spooled for the next start.
+func (r *Runner) Run(ctx context.Context) error {
+	if r.MaxBatchRecords <= 0 {
+		r.MaxBatchRecords = 1000
+	}
+	if r.MaxBatchBytes <= 0 {
+		r.MaxBatchBytes = 4 << 20
+	}
+	if r.Tick <= 0 {
+		r.Tick = time.Second
+	}
+	if r.DrainTimeout <= 0 {
+		r.DrainTimeout = 25 * time.Second
+	}
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	stopDrainTimer := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(r.DrainTimeout, cancelWork)
+		context.AfterFunc(work, func() { t.Stop() })
+	})
+	defer stopDrainTimer()
+	defer r.Sink.Close()
+
+	rd := r.Spool.NewReader()
+	defer rd.Close()
+	var evs []event.Event
+	for {
+		if work.Err() != nil {
+			r.Log.Warn("output drain timed out; the rest stays spooled", "output", r.Name, "spool_bytes", r.Spool.Bytes())
+			return nil
+		}
+		draining := ctx.Err() != nil
+		wait := r.Tick
+		if draining {
+			wait = 0
+		}
+		b, err := rd.Next(work, r.MaxBatchRecords, r.MaxBatchBytes, wait)
+		if err != nil {
+			if work.Err() != nil {
+				continue
+			}
+			return fmt.Errorf("output %s: read spool: %w", r.Name, err)
+		}
+		if len(b.Records) > 0 {
+			evs = evs[:0]
+			for _, rec := range b.Records {
+				var e event.Event
+				if err := e.Unmarshal(rec); err != nil {
+					r.Counters.Errors.Add(1)
+					r.Log.Error("undecodable spool record skipped", "output", r.Name, "err", err)
+					continue
+				}
+				evs = append(evs, e)
+			}
+			pos, err := r.deliver(work, evs, b.End)
+			if err != nil {
+				continue // work cancelled: stays spooled
+			}
+			r.commit(pos)
+		}
+		all := draining && !rd.Pending()
+		pos, ok, err := r.flush(work, all)
+		if err != nil {
+			continue
+		}
+		if ok {
+			r.commit(pos)
+		}
+		if all {
+			r.Log.Info("output drained", "output", r.Name, "spool_bytes", r.Spool.Bytes())
+			return nil
+		}
+	}
+}
+
+func (r *Runner) commit(p spool.Pos) {
+	if err := r.Spool.Commit(p); err != nil {
+		r.Log.Error("commit spool", "output", r.Name, "err", err)
+	}
+}
+
+func (r *Runner) newBackoff() *backoff.ExponentialBackOff {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = max(r.Retry.Initial, time.Millisecond)
+	b.MaxInterval = max(r.Retry.Max, b.InitialInterval)
+	b.RandomizationFactor = 0.5
+	b.Multiplier = 2
+	return b
+}
+
+// deliver calls the sink until evs are delivered or dead-lettered; it
+// fails only when ctx ends.
+func (r *Runner) deliver(ctx context.Context, evs []event.Event, end spool.Pos) (spool.Pos, error) {
+	bo := r.newBackoff()
+	for attempt := 1; ; attempt++ {
+		pos, err := r.Sink.Deliver(ctx, evs, end)
+		if err == nil {
+			return pos, nil
+		}
+		if ctx.Err() != nil {
+			return spool.Pos{}, ctx.Err()
+		}
+		r.Counters.Errors.Add(1)
+		var pe *PartialError
+		if errors.As(err, &pe) {
+			evs = pe.Remaining
+		}
+		var perm *PermanentError
+		if errors.As(err, &perm) {
+			bad := evs
+			if perm.Events != nil {
+				bad = perm.Events
+			}
+			r.deadLetter(bad, err)
+			if perm.Events == nil || len(perm.Events) == len(evs) {
+				return end, nil
+			}
+			evs = without(evs, perm.Events)
+		}
+		if r.Retry.Limit > 0 && attempt >= r.Retry.Limit {
+			r.Counters.RetriesFailed.Add(1)
+			r.deadLetter(evs, fmt.Errorf("gave up after %d attempts: %w", attempt, err))
+			return end, nil
+		}
+		d := bo.NextBackOff()
+		r.Counters.Retries.Add(1)
+		r.Counters.RetriedRecords.Add(int64(len(evs)))
+		r.Log.Warn("output delivery failed; retrying", "output", r.Name, "records", len(evs), "attempt", attempt, "in", d.String(), "err", err)
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return spool.Pos{}, ctx.Err()
+		}
+	}
+}
+
+// without removes the events of drop (compared by identity of position
+// in evs is not available, so by value of time+log).
+func without(evs, drop []event.Event) []event.Event {
+	type k struct {
+		t   int64
+		log string
+	}
+	m := map[k]int{}
+	for _, e := range drop {
+		m[k{e.Time.UnixNano(), e.Log}]++
+	}
+	var out []event.Event
+	for _, e := range evs {
+		kk := k{e.Time.UnixNano(), e.Log}
+		if m[kk] > 0 {
+			m[kk]--
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func (r *Runner) flush(ctx context.Context, all bool) (spool.Pos, bool, error) {
+	bo := r.newBackoff()
+	for attempt := 1; ; attempt++ {
+		pos, ok, err := r.Sink.Flush(ctx, all)
+		if err == nil {
+			return pos, ok, nil
+		}
+		if ctx.Err() != nil {
+			return spool.Pos{}, false, ctx.Err()
+		}
+		r.Counters.Errors.Add(1)
+		d := bo.NextBackOff()
+		r.Counters.Retries.Add(1)
+		r.Log.Warn("output flush failed; retrying", "output", r.Name, "attempt", attempt, "in", d.String(), "err", err)
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return spool.Pos{}, false, ctx.Err()
+		}
+	}
+}
+
+func (r *Runner) deadLetter(evs []event.Event, err error) {
+	r.Counters.DroppedRecords.Add(int64(len(evs)))
+	r.Counters.DeadLettered.Add(int64(len(evs)))
+	r.Log.Error("records dead-lettered", "output", r.Name, "records", len(evs), "err", err)
+	if r.DeadLetter != nil {
+		if werr := r.DeadLetter.Write(r.Name, evs, err); werr != nil {
+			r.Log.Error("write dead-letter file", "output", r.Name, "err", werr)
+		}
+	}
+}
+
+// DeadLetter appends undeliverable events to an NDJSON file, one object
+// per event: {"output", "reason", "time", "record"}.
+type DeadLetter struct {
+	Path string
+	mu   sync.Mutex
+}
+
+// Write appends evs with the reason.
+func (d *DeadLetter) Write(output string, evs []event.Event, reason error) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	f, err := os.OpenFile(d.Path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var b []byte
+	rs, _ := json.Marshal(reason.Error())
+	for i := range evs {
+		b = append(b, `{"output":`...)
+		b = event.AppendJSONString(b, output)
+		b = append(b, `,"reason":`...)
+		b = append(b, rs...)
+		b = append(b, `,"record":`...)
+		line := evs[i].AppendLine(nil, event.FormatJSON)
+		b = append(b, line[:len(line)-1]...)
+		b = append(b, "}\n"...)
+	}
+	if _, err := f.Write(b); err != nil {
+		return err
+	}
+	return f.Sync()
+}

@@ -1,0 +1,299 @@
+// Package pipeline turns a Forward record into a tagged event: it picks the
+// log line, applies redaction and the size limit, parses JSON lines
+// (ONLY_JSON policy), normalizes the level, and derives cluster / service /
+// container / task / run id from FireLens fields or taskyard's own runner
+// fields.
+package pipeline
+
+import (
+	"bytes"
+	"encoding/json"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/taskyard/taskyard/services/logrouter/internal/event"
+)
+
+// Redaction replaces every match of Pattern in a line with Mask.
+type Redaction struct {
+	Pattern *regexp.Regexp
+	Mask    string
+}
+
+// Config configures the pipeline.
+type Config struct {
+	// DropNonJSON drops lines that are not a JSON object (ONLY_JSON policy
+	// "drop"); otherwise they are kept as plain lines.
+	DropNonJSON bool
+	// MaxRecordBytes is the line size limit (default 1 MiB); longer lines
+	// are truncated and flagged.
+	MaxRecordBytes int
+	Redact         []Redaction
+	// DefaultCluster and DefaultService fill tags the record does not give.
+	DefaultCluster, DefaultService string
+}
+
+// Counters are the pipeline's own counts.
+type Counters struct {
+	Records, DroppedNonJSON, Truncated, InvalidUTF8, Redacted atomic.Int64
+}
+
+// Pipeline is safe for concurrent use.
+type Pipeline struct {
+	c Config
+	// C is read by the stats endpoint.
+	C Counters
+}
+
+// New returns a pipeline.
+func New(c Config) *Pipeline {
+	if c.MaxRecordBytes <= 0 {
+		c.MaxRecordBytes = 1 << 20
+	}
+	if c.DefaultCluster == "" {
+		c.DefaultCluster = "unknown"
+	}
+	if c.DefaultService == "" {
+		c.DefaultService = "unknown"
+	}
+	return &Pipeline{c: c}
+}
+
+// Process builds the event for one record; ok is false when the record is
+// dropped by the ONLY_JSON policy.
+func (p *Pipeline) Process(tag string, t time.Time, rec map[string]any, e *event.Event) (ok bool) {
+	p.C.Records.Add(1)
+	*e = event.Event{Time: t, Tag: tag}
+	line, fromLog := pickLine(rec)
+	if !utf8.ValidString(line) {
+		line = strings.ToValidUTF8(line, "\uFFFD")
+		p.C.InvalidUTF8.Add(1)
+	}
+	for _, r := range p.c.Redact {
+		if r.Pattern.MatchString(line) {
+			line = r.Pattern.ReplaceAllString(line, r.Mask)
+			p.C.Redacted.Add(1)
+		}
+	}
+	if len(line) > p.c.MaxRecordBytes {
+		cut := p.c.MaxRecordBytes
+		for cut > 0 && !utf8.RuneStart(line[cut]) {
+			cut--
+		}
+		line = line[:cut]
+		e.Flags |= event.FlagTruncated
+		p.C.Truncated.Add(1)
+	}
+	e.Log = line
+
+	var top map[string]json.RawMessage
+	if trimmed := strings.TrimSpace(line); len(trimmed) > 1 && trimmed[0] == '{' && e.Flags&event.FlagTruncated == 0 {
+		if err := json.Unmarshal([]byte(trimmed), &top); err == nil {
+			e.Flags |= event.FlagJSON
+			if strings.ContainsAny(trimmed, "\n\r") {
+				var b bytes.Buffer
+				_ = json.Compact(&b, []byte(trimmed))
+				e.Attrs = b.Bytes()
+			} else {
+				e.Attrs = []byte(trimmed)
+			}
+		} else {
+			top = nil
+		}
+	}
+	if e.Flags&event.FlagJSON == 0 && p.c.DropNonJSON && fromLog {
+		p.C.DroppedNonJSON.Add(1)
+		return false
+	}
+
+	e.Level = "unknown"
+	for _, k := range [...]string{"loglevel", "level", "severity"} {
+		if raw, ok := top[k]; ok {
+			if l := levelFromJSON(raw); l != "" {
+				e.Level = l
+				break
+			}
+		}
+		if v, ok := rec[k]; ok {
+			if l := levelFromAny(v); l != "" {
+				e.Level = l
+				break
+			}
+		}
+	}
+
+	e.Cluster = str(rec, "cluster")
+	if e.Cluster == "" {
+		e.Cluster = lastSegment(str(rec, "ecs_cluster"))
+	}
+	if e.Cluster == "" {
+		e.Cluster = p.c.DefaultCluster
+	}
+	e.Service = str(rec, "service")
+	if e.Service == "" {
+		e.Service = ServiceFromTaskDefinition(str(rec, "ecs_task_definition"))
+	}
+	if e.Service == "" {
+		e.Service = p.c.DefaultService
+	}
+	e.Container = str(rec, "container")
+	if e.Container == "" {
+		e.Container = strings.TrimPrefix(str(rec, "container_name"), "/")
+	}
+	e.Task = str(rec, "task")
+	if e.Task == "" {
+		e.Task = lastSegment(str(rec, "ecs_task_arn"))
+	}
+	e.Source = str(rec, "source")
+	e.RunID = str(rec, "taskyard_run_id")
+	if e.RunID == "" {
+		e.RunID = str(rec, "TASKYARD_RUN_ID")
+	}
+	return true
+}
+
+// ServiceFromTaskDefinition maps an ECS task definition ("family:revision"
+// or its ARN) to a service name: the schedule of a taskyard family
+// "taskyard-<schedule>", otherwise the family itself.
+func ServiceFromTaskDefinition(td string) string {
+	if td == "" {
+		return ""
+	}
+	td = lastSegment(td)
+	if i := strings.LastIndexByte(td, ':'); i > 0 {
+		td = td[:i]
+	}
+	if s, ok := strings.CutPrefix(td, "taskyard-"); ok && s != "" {
+		return s
+	}
+	return td
+}
+
+// lastSegment takes the name out of an ARN (".../name").
+func lastSegment(s string) string {
+	if i := strings.LastIndexByte(s, '/'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}
+
+func str(rec map[string]any, k string) string {
+	switch v := rec[k].(type) {
+	case string:
+		return v
+	case nil:
+		return ""
+	default:
+		b, _ := json.Marshal(v)
+		return string(b)
+	}
+}
+
+// pickLine finds the log line: `log` (FireLens, Docker), else `message`
+// or `msg`, else the whole record as JSON. fromLog is false for the last.
+func pickLine(rec map[string]any) (string, bool) {
+	for _, k := range [...]string{"log", "message", "msg"} {
+		if v, ok := rec[k]; ok {
+			if s, ok := v.(string); ok {
+				return strings.TrimRight(s, "\n"), true
+			}
+		}
+	}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return "", false
+	}
+	return string(b), false
+}
+
+func levelFromJSON(raw json.RawMessage) string {
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return ""
+	}
+	return levelFromAny(v)
+}
+
+func levelFromAny(v any) string {
+	switch x := v.(type) {
+	case string:
+		return NormalizeLevel(x)
+	case float64:
+		return numericLevel(int64(x))
+	case int64:
+		return numericLevel(x)
+	}
+	return ""
+}
+
+// NormalizeLevel maps a level name to debug, info, warn, error or fatal
+// ("" when unrecognised).
+func NormalizeLevel(s string) string {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "trace", "debug", "dbug", "verbose", "d", "t":
+		return "debug"
+	case "info", "information", "informational", "notice", "i", "n":
+		return "info"
+	case "warn", "warning", "w":
+		return "warn"
+	case "error", "err", "e":
+		return "error"
+	case "fatal", "critical", "crit", "panic", "emerg", "emergency", "alert", "f", "c":
+		return "fatal"
+	}
+	if n, err := strconv.Atoi(strings.TrimSpace(s)); err == nil {
+		return numericLevel(int64(n))
+	}
+	return ""
+}
+
+// numericLevel reads bunyan/pino levels (10 trace … 60 fatal).
+func numericLevel(n int64) string {
+	switch {
+	case n >= 60:
+		return "fatal"
+	case n >= 50:
+		return "error"
+	case n >= 40:
+		return "warn"
+	case n >= 30:
+		return "info"
+	case n >= 10:
+		return "debug"
+	}
+	return ""
+}
+
+// DatadogStatus maps a normalized level to Datadog's status attribute.
+func DatadogStatus(level string) string {
+	switch level {
+	case "debug":
+		return "debug"
+	case "warn":
+		return "warning"
+	case "error":
+		return "error"
+	case "fatal":
+		return "critical"
+	}
+	return "info"
+}
+
+// LevelRank orders levels for minimum-level filters (unknown ranks as info).
+func LevelRank(level string) int {
+	switch level {
+	case "debug":
+		return 0
+	case "warn":
+		return 2
+	case "error":
+		return 3
+	case "fatal":
+		return 4
+	}
+	return 1
+}

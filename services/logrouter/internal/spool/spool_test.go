@@ -1,0 +1,202 @@
+package spool
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func open(t *testing.T, dir string, o Options) *Spool {
+	t.Helper()
+	o.Dir = dir
+	s, err := Open(o)
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func appendWait(t *testing.T, s *Spool, recs ...string) {
+	t.Helper()
+	bs := make([][]byte, len(recs))
+	for i, r := range recs {
+		bs[i] = []byte(r)
+	}
+	c, err := s.Append(context.Background(), bs)
+	require.NoError(t, err)
+	require.NoError(t, c.Wait(context.Background()))
+}
+
+func readAll(t *testing.T, r *Reader) ([]string, Pos) {
+	t.Helper()
+	var out []string
+	var end Pos
+	for {
+		b, err := r.Next(context.Background(), 100, 1<<20, 0)
+		require.NoError(t, err)
+		end = b.End
+		if len(b.Records) == 0 {
+			if !r.Pending() {
+				return out, end
+			}
+			continue
+		}
+		for _, rec := range b.Records {
+			out = append(out, string(rec))
+		}
+	}
+}
+
+func TestAppendReadCommitAcrossSegments(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := open(t, dir, Options{SegmentBytes: 100, MaxBytes: 1 << 20})
+	var want []string
+	for i := 0; i < 50; i++ {
+		r := fmt.Sprintf("record-%03d", i)
+		want = append(want, r)
+		appendWait(t, s, r)
+	}
+	segs, err := s.listSegments()
+	require.NoError(t, err)
+	require.Greater(t, len(segs), 5, "small segments rotate")
+	r := s.NewReader()
+	got, end := readAll(t, r)
+	require.Equal(t, want, got)
+	require.False(t, s.Empty())
+	require.False(t, s.Oldest().IsZero())
+	require.NoError(t, s.Commit(end))
+	require.True(t, s.Empty())
+	require.Zero(t, s.Bytes())
+	require.True(t, s.Oldest().IsZero())
+	segs, err = s.listSegments()
+	require.NoError(t, err)
+	require.Len(t, segs, 1, "delivered segments are deleted")
+}
+
+func TestReopenResumesAtCheckpoint(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := open(t, dir, Options{SegmentBytes: 64})
+	appendWait(t, s, "a1", "a2", "a3")
+	r := s.NewReader()
+	b, err := r.Next(context.Background(), 2, 1<<20, 0)
+	require.NoError(t, err)
+	require.Len(t, b.Records, 2)
+	require.NoError(t, s.Commit(b.End))
+	appendWait(t, s, "b1")
+	r.Close()
+	require.NoError(t, s.Close())
+
+	s2 := open(t, dir, Options{SegmentBytes: 64})
+	got, _ := readAll(t, s2.NewReader())
+	require.Equal(t, []string{"a3", "b1"}, got)
+	require.Equal(t, int64(2*headerLen+4), s2.Bytes())
+}
+
+func TestTornTailIsCut(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := open(t, dir, Options{})
+	appendWait(t, s, "one", "two", "three")
+	require.NoError(t, s.Close())
+	segs, _ := s.listSegments()
+	path := filepath.Join(dir, segName(segs[len(segs)-1]))
+	fi, err := os.Stat(path)
+	require.NoError(t, err)
+	orig := fi.Size()
+
+	for _, tc := range []struct {
+		name string
+		mut  func(t *testing.T)
+		want []string
+	}{
+		{"half a record", func(t *testing.T) {
+			f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+			require.NoError(t, err)
+			_, err = f.Write([]byte{0, 0, 0, 9, 1, 2})
+			require.NoError(t, err)
+			f.Close()
+		}, []string{"one", "two", "three"}},
+		{"flipped byte in the last record", func(t *testing.T) {
+			require.NoError(t, os.Truncate(path, orig))
+			f, err := os.OpenFile(path, os.O_RDWR, 0)
+			require.NoError(t, err)
+			_, err = f.WriteAt([]byte{'X'}, orig-1)
+			require.NoError(t, err)
+			f.Close()
+		}, []string{"one", "two"}},
+	} {
+		tc.mut(t)
+		s2, err := Open(Options{Dir: dir})
+		require.NoError(t, err, tc.name)
+		got, _ := readAll(t, s2.NewReader())
+		require.Equal(t, tc.want, got, tc.name)
+		// A fresh append after the cut is readable.
+		appendWait(t, s2, "after")
+		require.NoError(t, s2.Close())
+		s3, err := Open(Options{Dir: dir})
+		require.NoError(t, err)
+		got, _ = readAll(t, s3.NewReader())
+		require.Equal(t, append(tc.want, "after"), got, tc.name)
+		require.NoError(t, s3.Close())
+	}
+}
+
+func TestQuotaBlocksThenResumes(t *testing.T) {
+	t.Parallel()
+	s := open(t, t.TempDir(), Options{MaxBytes: 3 * (headerLen + 10)})
+	rec := []byte("0123456789")
+	for i := 0; i < 3; i++ {
+		appendWait(t, s, string(rec))
+	}
+	require.True(t, s.Full())
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err := s.Append(ctx, [][]byte{rec})
+	require.ErrorIs(t, err, context.DeadlineExceeded, "a full spool blocks the appender")
+
+	done := make(chan error, 1)
+	go func() {
+		c, err := s.Append(context.Background(), [][]byte{rec})
+		if err == nil {
+			err = c.Wait(context.Background())
+		}
+		done <- err
+	}()
+	r := s.NewReader()
+	b, err := r.Next(context.Background(), 1, 1<<20, 0)
+	require.NoError(t, err)
+	require.NoError(t, s.Commit(b.End))
+	require.NoError(t, <-done, "committing frees room for the blocked append")
+}
+
+func TestDropWhenFull(t *testing.T) {
+	t.Parallel()
+	s := open(t, t.TempDir(), Options{MaxBytes: headerLen + 4, DropWhenFull: true})
+	appendWait(t, s, "abcd")
+	_, err := s.Append(context.Background(), [][]byte{[]byte("x")})
+	require.ErrorIs(t, err, ErrFull)
+	_, err = s.Append(context.Background(), [][]byte{make([]byte, 100)})
+	require.ErrorIs(t, err, ErrTooLarge)
+}
+
+func TestReaderWaitsForAppend(t *testing.T) {
+	t.Parallel()
+	s := open(t, t.TempDir(), Options{})
+	r := s.NewReader()
+	got := make(chan string, 1)
+	go func() {
+		b, err := r.Next(context.Background(), 10, 1<<20, time.Minute)
+		if err == nil && len(b.Records) > 0 {
+			got <- string(b.Records[0])
+		}
+		close(got)
+	}()
+	appendWait(t, s, "hello")
+	require.Equal(t, "hello", <-got)
+}

@@ -1,0 +1,81 @@
+// Package stats counts what the logrouter sees and sends: LogStats per
+// (cluster, service) window, published on taskyard.logs.stats.<cluster>.<service>,
+// and Fluent-Bit-shaped input/output counters served on /api/v1/metrics
+// and published as DaemonStats on taskyard.stats.logrouter.<instance>.
+package stats
+
+import (
+	"sync"
+	"time"
+
+	v1 "github.com/taskyard/taskyard/proto/taskyard/v1"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/taskyard/taskyard/services/logrouter/internal/event"
+)
+
+type key struct{ cluster, service string }
+
+type agg struct {
+	records, bytes int64
+	byLevel        map[string]int64
+	byRun          map[string]int64
+}
+
+// Window accumulates LogStats between publications.
+type Window struct {
+	mu    sync.Mutex
+	start time.Time
+	m     map[key]*agg
+}
+
+// NewWindow starts a window at now.
+func NewWindow(now time.Time) *Window { return &Window{start: now, m: map[key]*agg{}} }
+
+// Add counts events (size: bytes of each event's line).
+func (w *Window) Add(evs []event.Event) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i := range evs {
+		e := &evs[i]
+		k := key{e.Cluster, e.Service}
+		a := w.m[k]
+		if a == nil {
+			a = &agg{byLevel: map[string]int64{}}
+			w.m[k] = a
+		}
+		a.records++
+		a.bytes += int64(len(e.Log))
+		a.byLevel[e.Level]++
+		if e.RunID != "" {
+			if a.byRun == nil {
+				a.byRun = map[string]int64{}
+			}
+			a.byRun[e.RunID]++
+		}
+	}
+}
+
+// Cut ends the window at now and returns its LogStats (one per cluster and
+// service that logged), starting the next window.
+func (w *Window) Cut(now time.Time, instance string) []*v1.LogStats {
+	w.mu.Lock()
+	m, start := w.m, w.start
+	w.m, w.start = map[key]*agg{}, now
+	w.mu.Unlock()
+	out := make([]*v1.LogStats, 0, len(m))
+	for k, a := range m {
+		out = append(out, &v1.LogStats{
+			Cluster:        k.cluster,
+			Service:        k.service,
+			Instance:       instance,
+			WindowStart:    timestamppb.New(start),
+			WindowEnd:      timestamppb.New(now),
+			Records:        a.records,
+			Bytes:          a.bytes,
+			RecordsByLevel: a.byLevel,
+			RecordsByRun:   a.byRun,
+		})
+	}
+	return out
+}
