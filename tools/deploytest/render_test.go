@@ -1,0 +1,142 @@
+package deploytest
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"sort"
+	"testing"
+	"text/template"
+
+	"github.com/stretchr/testify/require"
+)
+
+// testEnv is the value of every placeholder the deploy files may use. A file
+// using a variable missing here fails to render: add it here and to the
+// table in docs/deploy-ecs.md.
+var testEnv = map[string]string{
+	"AWS_REGION":                  "eu-west-1",
+	"AWS_ACCOUNT_ID":              "123456789012",
+	"TASKYARD_VERSION":            "v0.1.0",
+	"TASKYARD_IMAGE_REGISTRY":     "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+	"TASKYARD_CLUSTER":            "batch",
+	"TASKYARD_SUBNET_A":           "subnet-0aaa1111",
+	"TASKYARD_SUBNET_B":           "subnet-0bbb2222",
+	"TASKYARD_SECURITY_GROUP":     "sg-0ccc3333",
+	"TASKYARD_NATS_SECRET_PREFIX": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:taskyard/nats",
+	"TASKYARD_SECRETS_PREFIX":     "arn:aws:secretsmanager:eu-west-1:123456789012:secret:taskyard",
+	"TASKYARD_SSM_PREFIX":         "arn:aws:ssm:eu-west-1:123456789012:parameter/taskyard",
+	"TASKYARD_LOG_GROUP":          "/taskyard/daemons",
+	"TASKYARD_TASK_EVENTS_QUEUE":  "https://sqs.eu-west-1.amazonaws.com/123456789012/taskyard-task-events",
+	"TASKYARD_LOG_BUCKET":         "example-taskyard-logs",
+	"TASKYARD_LOGROUTER_REGISTRY": "arn:aws:servicediscovery:eu-west-1:123456789012:service/srv-0123456789abcdef",
+	"TASKYARD_NATS_REGISTRY":      "arn:aws:servicediscovery:eu-west-1:123456789012:service/srv-0fedcba987654321",
+	"TASKYARD_NATS_NODE":          "1",
+	"TASKYARD_NATS_DOMAIN":        "taskyard.internal",
+	"TASKYARD_DNS_CACHE_IMAGE":    "123456789012.dkr.ecr.eu-west-1.amazonaws.com/dnsmasq:2.90",
+	"TASKYARD_NATS_IMAGE":         "123456789012.dkr.ecr.eu-west-1.amazonaws.com/taskyard-nats:2.11",
+	"TASKYARD_JOB_FAMILY_PREFIX":  "taskyard-",
+	"TASKYARD_FIREHOSE_PREFIX":    "taskyard-",
+	"TASKYARD_JOB_EXECUTION_ROLE": "taskyard-job-execution",
+	"TASKYARD_JOB_TASK_ROLE_PATH": "/taskyard-jobs/",
+	"TASKYARD_KMS_KEY_ARN":        "arn:aws:kms:eu-west-1:123456789012:key/11111111-2222-3333-4444-555555555555",
+	"TASKYARD_ROLE_PREFIX":        "arn:aws:iam::123456789012:role/taskyard",
+	"TASKYARD_MACKEREL_AGENT_TAG": "plugins",
+}
+
+// repoRoot is the repository root (tools/deploytest/../..).
+func repoRoot(t testing.TB) string {
+	t.Helper()
+	_, file, _, ok := runtime.Caller(0)
+	require.True(t, ok)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// render executes a deploy file as an ecspresso-style template: must_env
+// fails on a variable missing from env, env returns its default.
+func render(file string, data []byte, env map[string]string) ([]byte, error) {
+	var missing []string
+	funcs := template.FuncMap{
+		"must_env": func(name string) (string, error) {
+			v, ok := env[name]
+			if !ok {
+				missing = append(missing, name)
+				return "", fmt.Errorf("environment variable %s is not defined", name)
+			}
+			return v, nil
+		},
+		"env": func(name string, def ...string) string {
+			if v, ok := env[name]; ok {
+				return v
+			}
+			if len(def) > 0 {
+				return def[0]
+			}
+			return ""
+		},
+	}
+	tpl, err := template.New(filepath.Base(file)).Funcs(funcs).Option("missingkey=error").Parse(string(data))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	var buf bytes.Buffer
+	if err := tpl.Execute(&buf, nil); err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// renderFile reads and renders a file below the repository root.
+func renderFile(t testing.TB, rel string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(repoRoot(t), rel))
+	require.NoError(t, err)
+	out, err := render(rel, data, testEnv)
+	require.NoError(t, err)
+	return out
+}
+
+// globRel lists files below the repository root matching pattern, as
+// repository-relative paths, sorted.
+func globRel(t testing.TB, pattern string) []string {
+	t.Helper()
+	root := repoRoot(t)
+	matches, err := filepath.Glob(filepath.Join(root, pattern))
+	require.NoError(t, err)
+	var rel []string
+	for _, m := range matches {
+		r, err := filepath.Rel(root, m)
+		require.NoError(t, err)
+		rel = append(rel, filepath.ToSlash(r))
+	}
+	sort.Strings(rel)
+	return rel
+}
+
+func TestRenderMustEnv(t *testing.T) {
+	t.Parallel()
+	out, err := render("x.json", []byte(`{"a":"{{ must_env "A" }}","b":"{{ env "B" "dflt" }}"}`), map[string]string{"A": "1"})
+	require.NoError(t, err)
+	require.Equal(t, `{"a":"1","b":"dflt"}`, string(out))
+	_, err = render("x.json", []byte(`{"a":"{{ must_env "NOPE" }}"}`), nil)
+	require.ErrorContains(t, err, "NOPE is not defined")
+	require.ErrorContains(t, err, "x.json")
+}
+
+// placeholderRE matches must_env/env calls with a backquoted or
+// double-quoted variable name.
+var placeholderRE = regexp.MustCompile("\\b(?:must_env|env)\\s+[`\"]([A-Za-z0-9_]+)[`\"]")
+
+// placeholders lists the variables a file's must_env/env calls name.
+func placeholders(data []byte) []string {
+	var names []string
+	for _, m := range placeholderRE.FindAllSubmatch(data, -1) {
+		names = append(names, string(m[1]))
+	}
+	sort.Strings(names)
+	return slices.Compact(names)
+}
