@@ -25,11 +25,11 @@ import (
 // metrics renders the counters as Fluent Bit's /api/v1/metrics, as
 // DaemonStats, and as OpenTelemetry instruments for /metrics.
 type metrics struct {
-	startedAt     time.Time
-	now           func() time.Time
-	in            *ingest.Ingest
-	outs          []*outputRT
-	fw, http      *ingest.InputCounters
+	startedAt      time.Time
+	now            func() time.Time
+	in             *ingest.Ingest
+	outs           []*outputRT
+	fw, http       *ingest.InputCounters
 	hasFW, hasHTTP bool
 
 	mu       sync.Mutex

@@ -2,8 +2,8 @@ package forward
 
 import (
 	"bytes"
-	"errors"
 	"compress/gzip"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"

@@ -14,7 +14,9 @@ type UnknownField struct {
 	Path string
 }
 
-func (e *UnknownField) Error() string { return fmt.Sprintf("line %d: %s: unknown field", e.Line, e.Path) }
+func (e *UnknownField) Error() string {
+	return fmt.Sprintf("line %d: %s: unknown field", e.Line, e.Path)
+}
 
 // checkKnown walks n against the type of out and returns the first key
 // that does not name a field (yaml.v3 Node.Decode has no strict mode).

@@ -38,7 +38,9 @@ func (w *Writer) Deliver(_ context.Context, evs []event.Event, end spool.Pos) (s
 }
 
 // Flush has nothing buffered.
-func (w *Writer) Flush(context.Context, bool) (spool.Pos, bool, error) { return spool.Pos{}, false, nil }
+func (w *Writer) Flush(context.Context, bool) (spool.Pos, bool, error) {
+	return spool.Pos{}, false, nil
+}
 
 // Close does nothing (stdout stays open).
 func (w *Writer) Close() error { return nil }
