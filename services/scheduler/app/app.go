@@ -97,7 +97,6 @@ type Config struct {
 // Daemon is the daemon's name in logs, metrics and subjects.
 const Daemon = "scheduler"
 
-
 // ECSConfig configures the ecs runner.
 type ECSConfig struct {
 	Region string

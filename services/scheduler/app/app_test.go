@@ -44,7 +44,6 @@ func writeProfile(t *testing.T, limit int) string {
 	return dir
 }
 
-
 // TestExecRunnerEndToEnd boots app.Run on an embedded NATS, creates a
 // schedule through the control subjects and watches the fires, task events
 // and log lines come out.
