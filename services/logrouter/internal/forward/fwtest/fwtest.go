@@ -10,6 +10,8 @@ package fwtest
 import (
 	"bytes"
 	"compress/gzip"
+	"crypto/sha512"
+	"encoding/hex"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -164,4 +166,61 @@ func (a *AckReader) Read() (string, error) {
 		return "", fmt.Errorf("no ack in %v", m)
 	}
 	return id, nil
+}
+
+// Handshake performs the client side of HELO/PING/PONG on c (as
+// fluentd's out_forward does) and returns the server's PONG verdict.
+func Handshake(c io.ReadWriter, sharedKey, hostname, username, password string) (ok bool, reason string, err error) {
+	d := msgpack.NewDecoder(c)
+	var helo []any
+	if err := d.Decode(&helo); err != nil {
+		return false, "", fmt.Errorf("read HELO: %w", err)
+	}
+	if len(helo) != 2 || helo[0] != "HELO" {
+		return false, "", fmt.Errorf("want HELO, got %v", helo)
+	}
+	opts, _ := helo[1].(map[string]any)
+	nonce := asString(opts["nonce"])
+	authSalt := asString(opts["auth"])
+	salt := "client-salt-1234"
+	digest := sha512Hex(salt, hostname, nonce, sharedKey)
+	passDigest := ""
+	if username != "" {
+		passDigest = sha512Hex(authSalt, username, password)
+	}
+	ping := mustMarshal([]any{"PING", hostname, salt, digest, username, passDigest})
+	if _, err := c.Write(ping); err != nil {
+		return false, "", fmt.Errorf("send PING: %w", err)
+	}
+	var pong []any
+	if err := d.Decode(&pong); err != nil {
+		return false, "", fmt.Errorf("read PONG: %w", err)
+	}
+	if len(pong) != 5 || pong[0] != "PONG" {
+		return false, "", fmt.Errorf("want PONG, got %v", pong)
+	}
+	ok, _ = pong[1].(bool)
+	reason = asString(pong[2])
+	if ok && asString(pong[4]) != sha512Hex(salt, asString(pong[3]), nonce, sharedKey) {
+		return false, reason, fmt.Errorf("server digest mismatch")
+	}
+	return ok, reason, nil
+}
+
+func asString(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case []byte:
+		return string(x)
+	}
+	return ""
+}
+
+func sha512Hex(parts ...string) string {
+	h := sha512.New()
+	for _, p := range parts {
+		h.Write([]byte(p))
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
