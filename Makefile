@@ -9,6 +9,8 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 MODULES := $(shell go list -m -f '{{.Dir}}' | sed "s|^$(CURDIR)/||")
+# Modules that have Go packages yet (a module may hold only its go.mod).
+GO_MODULES := $(foreach m,$(MODULES),$(if $(shell find $(m) -name '*.go' -not -path '*/testdata/*' -print -quit),$(m)))
 PROTO_FILES := $(sort $(shell cd proto && find taskyard -name '*.proto'))
 
 # -race needs cgo and a C compiler; without one the tests still run, without it.
@@ -29,12 +31,12 @@ test: vet unit proto-check ## vet + go test -race for every module + proto-check
 
 .PHONY: vet
 vet: ## go vet every module.
-	@for m in $(MODULES); do echo "== vet $$m"; (cd $$m && go vet ./...); done
+	@for m in $(GO_MODULES); do echo "== vet $$m"; (cd $$m && go vet ./...); done
 
 .PHONY: unit
 unit: ## go test every module (-race when cgo is available).
 	@[ -n "$(RACE)" ] || echo "note: no C compiler for cgo, running tests without -race"
-	@for m in $(MODULES); do echo "== test $$m"; (cd $$m && go test $(RACE) -count=1 ./...); done
+	@for m in $(GO_MODULES); do echo "== test $$m"; (cd $$m && go test $(RACE) -count=1 ./...); done
 
 .PHONY: lint
 lint: vet ## gofmt check + go vet.
