@@ -242,6 +242,9 @@ func (t *Tracker) Run(ctx context.Context) error {
 		runs, err = t.d.JS.Consumer(ctx, streams.Runs, "exitwatch-tracker")
 	}
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("create tracker consumer: %w", err)
 	}
 	stats, err := t.d.JS.CreateOrUpdateConsumer(ctx, streams.Stats, jetstream.ConsumerConfig{
@@ -257,6 +260,9 @@ func (t *Tracker) Run(ctx context.Context) error {
 		stats, err = t.d.JS.Consumer(ctx, streams.Stats, "exitwatch-logstats")
 	}
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("create logstats consumer: %w", err)
 	}
 

@@ -95,12 +95,12 @@ func Task(t *v1.TaskStateChanged, essential Essential, timeout time.Duration) Re
 		r.Outcome, r.Reason = v1.Outcome_OUTCOME_STOPPED, "stopped by a Spot interruption"
 	case code == "TerminationNotice":
 		r.Outcome, r.Reason = v1.Outcome_OUTCOME_STOPPED, "stopped by a termination notice (container instance draining or terminated)"
+	case strings.HasPrefix(t.GetStoppedReason(), "taskyard:"):
+		r.Outcome, r.Reason = v1.Outcome_OUTCOME_STOPPED, "stopped by the scheduler: "+t.GetStoppedReason()
 	case code == "UserInitiated":
 		r.Outcome, r.Reason = v1.Outcome_OUTCOME_STOPPED, "stopped by a user: "+t.GetStoppedReason()
 	case code == "ServiceSchedulerInitiated":
 		r.Outcome, r.Reason = v1.Outcome_OUTCOME_STOPPED, "stopped by the ECS service scheduler: "+t.GetStoppedReason()
-	case strings.HasPrefix(t.GetStoppedReason(), "taskyard:"):
-		r.Outcome, r.Reason = v1.Outcome_OUTCOME_STOPPED, "stopped by the scheduler: "+t.GetStoppedReason()
 	case firstBad != nil:
 		r.Outcome, r.Failed = v1.Outcome_OUTCOME_FAILED, firstBad
 		r.OOM = IsOOM(firstBad.ExitCode, true, firstBad.Reason)

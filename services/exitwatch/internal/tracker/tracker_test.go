@@ -1,0 +1,335 @@
+package tracker_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	v1 "github.com/taskyard/taskyard/proto/taskyard/v1"
+	"github.com/taskyard/taskyard/services/exitwatch/internal/natstest"
+	"github.com/taskyard/taskyard/services/exitwatch/internal/tracker"
+)
+
+func TestFixtureVerdicts(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		file, schedule string
+		scheduledAt    time.Time
+		outcome        v1.Outcome
+		kind           string
+		reason         string
+		fields         map[string]string
+	}{
+		{"exit3-out-of-order.json", "nightly-report", t0, v1.Outcome_OUTCOME_FAILED, tracker.KindRunFailed, "container app exited 3",
+			map[string]string{"exit_code": "3", "container": "app", "stopped_reason": "Essential container in task exited", "duration": "4m30s", "outcome": "failed"}},
+		{"oom-137.json", "hourly-etl", t0.Add(time.Hour), v1.Outcome_OUTCOME_FAILED, tracker.KindRunFailed, "container etl exited 137 (out of memory)",
+			map[string]string{"exit_code": "137", "container": "etl", "oom": "true"}},
+		{"cannot-pull.json", "sync-users", t0.Add(2 * time.Hour), v1.Outcome_OUTCOME_FAILED_TO_START, tracker.KindRunFailedToStart, "failed to start: CannotPullContainerError",
+			map[string]string{"stop_code": "TaskFailedToStart"}},
+		{"spot-interruption.json", "crawler", t0.Add(3 * time.Hour), v1.Outcome_OUTCOME_STOPPED, tracker.KindRunFailed, "Spot interruption",
+			map[string]string{"stop_code": "SpotInterruption", "outcome": "stopped"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, tracker.Config{})
+			sp := spec(tt.schedule, "cron(0 3 * * ? *)")
+			sp.Containers = nil
+			for _, n := range []string{"app", "etl", "sync", "crawler"} {
+				sp.Containers = append(sp.Containers, &v1.Container{Name: n, Image: "busybox", Memory: 128, Essential: true})
+			}
+			h.applySchedule(sp)
+			evs := fixtureEvents(t, tt.file)
+			runID := evs[0].GetRunId()
+			// Task events may arrive before the dispatch event.
+			for _, ev := range evs {
+				h.task(ev)
+			}
+			h.dispatch(dispatched(tt.schedule, runID, tt.scheduledAt, evs[0].GetTaskArn()))
+			h.eventually(func() bool { return len(h.bus.Finished()) == 1 && len(h.bus.AlertsOf(tt.kind)) == 1 }, "verdict and alert")
+			f := h.bus.Finished()[0]
+			require.Equal(t, tt.outcome, f.GetOutcome(), f.GetReason())
+			require.Contains(t, f.GetReason(), tt.reason)
+			require.Equal(t, runID, f.GetRunId())
+			a := h.bus.AlertsOf(tt.kind)[0]
+			require.Equal(t, "https://runbooks.example.com/"+tt.schedule, a.GetRunbookUrl())
+			require.Equal(t, "#batch", a.GetChannel())
+			require.Equal(t, tracker.RunDedupeKey(tt.schedule), a.GetDedupeKey())
+			for k, v := range tt.fields {
+				require.Equal(t, v, a.GetFields()[k], k)
+			}
+			rec := h.record(runID)
+			require.Equal(t, tt.outcome, rec.GetOutcome())
+			require.Contains(t, rec.GetAlerted(), "finished!")
+			// Redelivered duplicates change nothing.
+			for _, ev := range evs {
+				h.task(ev)
+			}
+			h.tr.Tick(context.Background())
+			time.Sleep(0) // nothing to wait for: the checks below must still hold
+			require.Len(t, h.bus.Finished(), 1)
+		})
+	}
+}
+
+func TestOneVerdictWithTwoReplicas(t *testing.T) {
+	t.Parallel()
+	env := natstest.Start(t)
+	clk := &clock{t: t0}
+	a := addReplica(t, env, clk, tracker.Config{})
+	b := addReplica(t, env, clk, tracker.Config{})
+	a.applySchedule(spec("nightly", "cron(0 3 * * ? *)"))
+	require.Eventually(t, func() bool { _, ok := b.list.Get("nightly"); return ok }, 5*time.Second, 10*time.Millisecond)
+	const runs = 40
+	for i := range runs {
+		runID := v1.RunID("nightly", t0.Add(time.Duration(i)*time.Minute), v1.Trigger_TRIGGER_MANUAL)
+		arn := "arn:aws:ecs:eu-west-1:123456789012:task/batch/" + runID
+		a.dispatch(dispatched("nightly", runID, t0, arn))
+		for v, st := range []string{"PENDING", "RUNNING", "STOPPED"} {
+			ev := &v1.TaskStateChanged{TaskArn: arn, RunId: runID, Schedule: "nightly", Cluster: "batch", LastStatus: st, Version: int64(v + 1),
+				StartedAt: timestamppb.New(t0), EventTime: timestamppb.New(t0.Add(time.Minute))}
+			if st == "STOPPED" {
+				ev.StoppedAt = timestamppb.New(t0.Add(time.Minute))
+				ev.Containers = []*v1.ContainerState{{Name: "app", ExitCode: int32(i % 2), HasExitCode: true}}
+			}
+			a.task(ev)
+		}
+	}
+	a.eventually(func() bool { return len(a.bus.Finished()) == runs }, "every run finished")
+	a.eventually(func() bool { return len(a.bus.AlertsOf(tracker.KindRunFailed)) == runs/2 }, "every failed run alerted")
+	// Both replicas' ticks re-check everything: still one verdict per run,
+	// and each record says so.
+	a.tr.Tick(context.Background())
+	b.tr.Tick(context.Background())
+	seen := map[string]int{}
+	for _, f := range a.bus.Finished() {
+		seen[f.GetRunId()]++
+	}
+	require.Len(t, seen, runs)
+	for id, n := range seen {
+		require.Equal(t, 1, n, id)
+		rec := a.record(id)
+		count := 0
+		for _, m := range rec.GetAlerted() {
+			if m == "finished" {
+				count++
+			}
+		}
+		require.Equal(t, 1, count, id)
+	}
+}
+
+func TestDispatchFailedAndSkipped(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, tracker.Config{})
+	h.applySchedule(spec("nightly", "cron(0 3 * * ? *)"))
+	id := v1.RunID("nightly", t0, v1.Trigger_TRIGGER_SCHEDULE)
+	h.publish(v1.Subjects{}.RunDispatchFailed("nightly"), &v1.RunDispatchFailed{RunId: id, Schedule: "nightly", Cluster: "batch", ScheduledAt: timestamppb.New(t0),
+		FailedAt: timestamppb.New(t0.Add(time.Second)), Failures: []*v1.DispatchFailure{{Reason: "RESOURCE:MEMORY", Arn: "arn:aws:ecs:eu-west-1:1:container-instance/x"}}}, id)
+	h.eventually(func() bool { return len(h.bus.AlertsOf(tracker.KindRunFailedToStart)) == 1 }, "failed to start alert")
+	require.Equal(t, v1.Outcome_OUTCOME_FAILED_TO_START, h.bus.Finished()[0].GetOutcome())
+	require.Contains(t, h.bus.Finished()[0].GetReason(), "RESOURCE:MEMORY")
+
+	id2 := v1.RunID("nightly", t0.Add(24*time.Hour), v1.Trigger_TRIGGER_SCHEDULE)
+	h.publish(v1.Subjects{}.RunSkipped("nightly"), &v1.RunSkipped{RunId: id2, Schedule: "nightly", Cluster: "batch", ScheduledAt: timestamppb.New(t0.Add(24 * time.Hour)),
+		DecidedAt: timestamppb.New(t0.Add(24 * time.Hour)), Reason: v1.SkipReason_SKIP_REASON_CONCURRENCY_FORBID, Detail: "previous run still RUNNING"}, id2)
+	h.eventually(func() bool { return len(h.bus.AlertsOf(tracker.KindSkipped)) == 1 }, "skipped alert")
+	require.Contains(t, h.bus.AlertsOf(tracker.KindSkipped)[0].GetText(), "concurrency_forbid: previous run still RUNNING")
+
+	id3 := v1.RunID("nightly", t0.Add(48*time.Hour), v1.Trigger_TRIGGER_SCHEDULE)
+	h.publish(v1.Subjects{}.RunSkipped("nightly"), &v1.RunSkipped{RunId: id3, Schedule: "nightly", ScheduledAt: timestamppb.New(t0.Add(48 * time.Hour)),
+		Reason: v1.SkipReason_SKIP_REASON_DISABLED}, id3)
+	h.eventually(func() bool { _, ok := h.store.Get(id3); return ok }, "disabled skip recorded")
+	require.Len(t, h.bus.AlertsOf(tracker.KindSkipped), 1, "a disabled schedule's skips are silent")
+}
+
+func TestMissedFireJudgedOnBusTime(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, tracker.Config{MissedGrace: 30 * time.Second})
+	h.clock.Set(t0.Add(-30 * time.Second))
+	h.applySchedule(spec("every-minute", "rate(1 minute)")) // fires at every full minute (epoch anchor)
+	// The 03:00 fire was dispatched, 03:01 was not.
+	h.dispatch(dispatched("every-minute", v1.RunID("every-minute", t0, v1.Trigger_TRIGGER_SCHEDULE), t0))
+	h.eventually(func() bool { return h.store.Agg("every-minute").LastDecided.Equal(t0) }, "dispatch recorded")
+	h.clock.Set(t0.Add(time.Minute + time.Minute + 29*time.Second)) // 03:01 + deadline 1m + 29s
+	h.tr.Tick(context.Background())
+	require.Empty(t, h.bus.AlertsOf(tracker.KindMissed), "still within deadline + grace")
+	h.clock.Set(t0.Add(time.Minute + time.Minute + 31*time.Second))
+	h.tr.Tick(context.Background())
+	h.eventually(func() bool { return len(h.bus.AlertsOf(tracker.KindMissed)) == 1 }, "missed fire")
+	m := h.bus.Missed()
+	require.Len(t, m, 1)
+	require.Equal(t, t0.Add(time.Minute), m[0].GetExpectedAt().AsTime())
+	require.Equal(t, v1.RunID("every-minute", t0.Add(time.Minute), v1.Trigger_TRIGGER_SCHEDULE), m[0].GetRunId())
+	a := h.bus.AlertsOf(tracker.KindMissed)[0]
+	require.Equal(t, "https://runbooks.example.com/every-minute", a.GetRunbookUrl())
+	h.tr.Tick(context.Background())
+	require.Len(t, h.bus.AlertsOf(tracker.KindMissed), 1, "raised once")
+
+	// Disabled: silent.
+	sp := spec("every-minute", "rate(1 minute)")
+	sp.Timing.Enabled = false
+	h.applySchedule(sp)
+	h.clock.Add(10 * time.Minute)
+	h.tr.Tick(context.Background())
+	require.Len(t, h.bus.AlertsOf(tracker.KindMissed), 1)
+
+	// The late dispatch of the missed fire reopens the run; a success then
+	// recovers the schedule.
+	late := v1.RunID("every-minute", t0.Add(time.Minute), v1.Trigger_TRIGGER_SCHEDULE)
+	h.dispatch(dispatched("every-minute", late, t0.Add(time.Minute), "task-late"))
+	h.task(&v1.TaskStateChanged{TaskArn: "task-late", RunId: late, Schedule: "every-minute", Cluster: "batch", LastStatus: "STOPPED", Version: 3,
+		StartedAt: timestamppb.New(t0.Add(5 * time.Minute)), StoppedAt: timestamppb.New(t0.Add(6 * time.Minute)),
+		Containers: []*v1.ContainerState{{Name: "app", HasExitCode: true}}})
+	h.eventually(func() bool { return len(h.bus.AlertsOf(tracker.KindRecovered)) == 1 }, "recovered after the missed fire")
+	require.True(t, h.bus.AlertsOf(tracker.KindRecovered)[0].GetResolved())
+}
+
+func TestLostOverrunStuckSilent(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, tracker.Config{LostAfter: 15 * time.Minute, StuckPendingAfter: 10 * time.Minute, SilentGrace: 2 * time.Minute})
+	sp := spec("etl", "cron(0 3 * * ? *)")
+	sp.Timing.Timeout = durationpb.New(30 * time.Minute)
+	sp.Expectations = &v1.Expectations{Logs: true}
+	h.applySchedule(sp)
+
+	lost := v1.RunID("etl", t0, v1.Trigger_TRIGGER_MANUAL)
+	h.dispatch(dispatched("etl", lost, t0, "task-lost"))
+	over := v1.RunID("etl", t0.Add(time.Second), v1.Trigger_TRIGGER_MANUAL)
+	h.dispatch(dispatched("etl", over, t0, "task-over"))
+	h.task(&v1.TaskStateChanged{TaskArn: "task-over", RunId: over, Schedule: "etl", Cluster: "batch", LastStatus: "RUNNING", Version: 3, StartedAt: timestamppb.New(t0)})
+	stuck := v1.RunID("etl", t0.Add(2*time.Second), v1.Trigger_TRIGGER_MANUAL)
+	h.dispatch(dispatched("etl", stuck, t0, "task-stuck"))
+	h.task(&v1.TaskStateChanged{TaskArn: "task-stuck", RunId: stuck, Schedule: "etl", Cluster: "batch", LastStatus: "PENDING", Version: 2, CreatedAt: timestamppb.New(t0)})
+	silent := v1.RunID("etl", t0.Add(3*time.Second), v1.Trigger_TRIGGER_MANUAL)
+	h.dispatch(dispatched("etl", silent, t0, "task-silent"))
+	h.task(&v1.TaskStateChanged{TaskArn: "task-silent", RunId: silent, Schedule: "etl", Cluster: "batch", LastStatus: "STOPPED", Version: 4,
+		StartedAt: timestamppb.New(t0), StoppedAt: timestamppb.New(t0.Add(time.Minute)), Containers: []*v1.ContainerState{{Name: "app", HasExitCode: true}}})
+	logged := v1.RunID("etl", t0.Add(4*time.Second), v1.Trigger_TRIGGER_MANUAL)
+	h.dispatch(dispatched("etl", logged, t0, "task-logged"))
+	h.task(&v1.TaskStateChanged{TaskArn: "task-logged", RunId: logged, Schedule: "etl", Cluster: "batch", LastStatus: "STOPPED", Version: 4,
+		StartedAt: timestamppb.New(t0), StoppedAt: timestamppb.New(t0.Add(time.Minute)), Containers: []*v1.ContainerState{{Name: "app", HasExitCode: true}}})
+	h.publish(v1.Subjects{}.LogStats("batch", "etl"), &v1.LogStats{Cluster: "batch", Service: "etl", Records: 12, RecordsByRun: map[string]int64{logged: 12}}, "")
+	h.eventually(func() bool {
+		r, ok := h.store.Get(logged)
+		return ok && r.GetLogRecords() == 12
+	}, "log records counted")
+	h.eventually(func() bool { return len(h.bus.Finished()) == 2 }, "two runs finished")
+
+	h.clock.Set(t0.Add(11 * time.Minute))
+	h.tr.Tick(context.Background())
+	h.eventually(func() bool { return len(h.bus.AlertsOf(tracker.KindStuckPending)) == 1 && len(h.bus.AlertsOf(tracker.KindSilentRun)) == 1 }, "stuck + silent")
+	require.Equal(t, stuck, h.bus.AlertsOf(tracker.KindStuckPending)[0].GetRunId())
+	require.Equal(t, silent, h.bus.AlertsOf(tracker.KindSilentRun)[0].GetRunId())
+	require.Empty(t, h.bus.AlertsOf(tracker.KindOverrun))
+
+	h.clock.Set(t0.Add(31 * time.Minute))
+	h.tr.Tick(context.Background())
+	h.eventually(func() bool { return len(h.bus.AlertsOf(tracker.KindOverrun)) == 1 }, "overrun")
+	o := h.bus.AlertsOf(tracker.KindOverrun)[0]
+	require.Equal(t, over, o.GetRunId())
+	require.Equal(t, "30m0s", o.GetFields()["timeout"])
+	lostF := func() *v1.RunFinished {
+		for _, f := range h.bus.Finished() {
+			if f.GetRunId() == lost {
+				return f
+			}
+		}
+		return nil
+	}
+	h.eventually(func() bool { return lostF() != nil }, "lost run finished")
+	require.Equal(t, v1.Outcome_OUTCOME_LOST, lostF().GetOutcome())
+	h.tr.Tick(context.Background())
+	require.Len(t, h.bus.AlertsOf(tracker.KindOverrun), 1)
+	require.Len(t, h.bus.AlertsOf(tracker.KindStuckPending), 1)
+	require.Len(t, h.bus.AlertsOf(tracker.KindSilentRun), 1)
+}
+
+func TestNoSuccessOverlapCapacitySummary(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, tracker.Config{
+		Clusters:     map[string]tracker.Cluster{"batch": {Name: "batch", ECSCluster: "batch", TaskLimit: 5}},
+		SummaryEvery: 15 * time.Minute,
+	})
+	sp := spec("sync", "cron(0 3 * * ? *)")
+	sp.Expectations = &v1.Expectations{SucceedWithin: durationpb.New(time.Hour)}
+	h.applySchedule(sp)
+	h.tr.Tick(context.Background()) // starts the summary window
+	var ids []string
+	for i := range 4 {
+		id := v1.RunID("sync", t0.Add(time.Duration(i)*time.Second), v1.Trigger_TRIGGER_MANUAL)
+		ids = append(ids, id)
+		h.dispatch(dispatched("sync", id, t0, "task-"+id))
+		h.task(&v1.TaskStateChanged{TaskArn: "task-" + id, RunId: id, Schedule: "sync", Cluster: "batch", LastStatus: "RUNNING", Version: 3, StartedAt: timestamppb.New(t0.Add(time.Duration(i) * time.Minute))})
+	}
+	h.eventually(func() bool {
+		r, ok := h.store.Get(ids[3])
+		return ok && len(r.GetTasks()) == 1 && r.GetTasks()[0].GetLastStatus() == "RUNNING"
+	}, "runs recorded")
+	h.clock.Set(t0.Add(61 * time.Minute))
+	h.tr.Tick(context.Background())
+	h.eventually(func() bool {
+		return len(h.bus.AlertsOf(tracker.KindNoSuccess)) == 1 && len(h.bus.AlertsOf(tracker.KindOverlap)) == 1 && len(h.bus.AlertsOf(tracker.KindClusterCapacity)) == 1 && len(h.bus.AlertsOf(tracker.KindSummary)) == 1
+	}, "no_success, overlap, capacity warning, summary")
+	ov := h.bus.AlertsOf(tracker.KindOverlap)[0]
+	require.Equal(t, "4", ov.GetFields()["running_tasks"])
+	require.Equal(t, "1", ov.GetFields()["allowed_tasks"])
+	cap := h.bus.AlertsOf(tracker.KindClusterCapacity)[0]
+	require.Equal(t, v1.Severity_SEVERITY_WARNING, cap.GetSeverity())
+	require.Equal(t, "4", cap.GetFields()["running_tasks"])
+	sum := h.bus.AlertsOf(tracker.KindSummary)[0]
+	require.Contains(t, sum.GetText(), "batch: 4 running (limit 5)")
+	require.Contains(t, sum.GetText(), "longest running: sync (run "+ids[0])
+
+	// One more task reaches the limit: critical.
+	id := v1.RunID("sync", t0.Add(time.Hour), v1.Trigger_TRIGGER_MANUAL)
+	h.dispatch(dispatched("sync", id, t0.Add(time.Hour), "task-5"))
+	h.task(&v1.TaskStateChanged{TaskArn: "task-5", RunId: id, Schedule: "sync", Cluster: "batch", LastStatus: "RUNNING", Version: 3, StartedAt: timestamppb.New(t0.Add(time.Hour))})
+	h.eventually(func() bool { r, ok := h.store.Get(id); return ok && len(r.GetTasks()) == 1 && r.GetTasks()[0].GetLastStatus() == "RUNNING" }, "fifth")
+	h.tr.Tick(context.Background())
+	h.eventually(func() bool { return len(h.bus.AlertsOf(tracker.KindClusterCapacity)) == 2 }, "capacity critical")
+	require.Equal(t, v1.Severity_SEVERITY_CRITICAL, h.bus.AlertsOf(tracker.KindClusterCapacity)[1].GetSeverity())
+
+	// All succeed: no_success resolves, overlap and capacity resolve.
+	for i, x := range append(ids, id) {
+		arn := "task-" + x
+		if i == 4 {
+			arn = "task-5"
+		}
+		h.task(&v1.TaskStateChanged{TaskArn: arn, RunId: x, Schedule: "sync", Cluster: "batch", LastStatus: "STOPPED", Version: 5,
+			StartedAt: timestamppb.New(t0), StoppedAt: timestamppb.New(t0.Add(62 * time.Minute)), Containers: []*v1.ContainerState{{Name: "app", HasExitCode: true}}})
+	}
+	h.eventually(func() bool { return len(h.bus.Finished()) == 5 }, "all finished")
+	h.tr.Tick(context.Background())
+	h.eventually(func() bool {
+		resolved := 0
+		for _, a := range h.bus.Alerts() {
+			if a.GetResolved() && (strings.HasPrefix(a.GetDedupeKey(), "no_success:") || strings.HasPrefix(a.GetDedupeKey(), "overlap:") || strings.HasPrefix(a.GetDedupeKey(), "capacity:")) {
+				resolved++
+			}
+		}
+		return resolved == 3
+	}, "three incidents resolved")
+}
+
+func TestUnmanagedTasks(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, tracker.Config{WatchUnmanaged: true})
+	ev := fixtureEvents(t, "unmanaged-exit1.json")[0]
+	h.task(ev)
+	h.eventually(func() bool { return len(h.bus.AlertsOf(tracker.KindRunFailed)) == 1 }, "unmanaged exit alert")
+	a := h.bus.AlertsOf(tracker.KindRunFailed)[0]
+	require.Equal(t, "1", a.GetFields()["exit_code"])
+	require.Equal(t, "task:batch:taskyard-adhoc", a.GetDedupeKey())
+	require.Contains(t, a.GetTitle(), "task 1234abcd5678ef901234abcd5678ef90 failed")
+
+	off := newHarness(t, tracker.Config{})
+	off.task(ev)
+	off.tr.Tick(context.Background())
+	require.Zero(t, off.store.Len(), "not watched unless configured")
+}
