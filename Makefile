@@ -57,3 +57,37 @@ proto-check: ## Fail when the committed generated code differs from the .proto f
 .PHONY: tidy
 tidy: ## go mod tidy every module.
 	@for m in $(MODULES); do (cd $$m && go mod tidy); done
+
+# ---- binaries and images --------------------------------------------------
+
+GOARCH ?= $(shell go env GOARCH)
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+# Base image; `make images BASE=scratch` on machines without a registry.
+BASE ?= gcr.io/distroless/static-debian12:nonroot
+IMAGE_REGISTRY ?= taskyard
+IMAGE_TAG ?= $(VERSION)
+BIN := bin/linux_$(GOARCH)
+COMMANDS := ./services/scheduler/cmd/taskyard-scheduler ./services/exitwatch/cmd/taskyard-exitwatch \
+	./services/logrouter/cmd/taskyard-logrouter ./services/exporter/cmd/taskyard-exporter \
+	./services/exporter/cmd/mackerel-plugin-taskyard ./services/exporter/cmd/check-taskyard \
+	./tools/cmd/taskyard
+IMAGES := scheduler exitwatch logrouter exporter cli
+CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
+
+.PHONY: binaries
+binaries: ## Build static linux binaries of every daemon, plugin and the CLI into bin/.
+	@mkdir -p $(BIN)
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(GOARCH) go build -trimpath -tags timetzdata -ldflags '-s -w' -o $(BIN)/ $(COMMANDS)
+
+.PHONY: images
+images: binaries ## Build one image per daemon + the CLI (BASE=scratch without a registry).
+	@[ -f "$(CA_BUNDLE)" ] || { echo "images: no CA bundle at $(CA_BUNDLE) (set CA_BUNDLE=...)"; exit 1; }
+	cp $(CA_BUNDLE) $(BIN)/ca-certificates.crt
+	@for t in $(IMAGES); do \
+	  name=taskyard-$$t; [ $$t = cli ] && name=taskyard; \
+	  echo "== image $(IMAGE_REGISTRY)/$$name:$(IMAGE_TAG)"; \
+	  docker build -q -f deploy/docker/Dockerfile --target $$t --build-arg BASE=$(BASE) \
+	    --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
+	    -t $(IMAGE_REGISTRY)/$$name:$(IMAGE_TAG) $(BIN); \
+	done
