@@ -301,9 +301,9 @@ func decodeStrict(n *yaml.Node, out any) error {
 var lineRe = regexp.MustCompile(`line (\d+): (.*)`)
 
 func yamlErr(file string, err error) error {
-	var ue *UnknownField
-	if errors.As(err, &ue) {
-		return Errors{{File: file, Line: ue.Line, Field: ue.Path, Msg: "unknown field"}}
+	var fe *FieldError
+	if errors.As(err, &fe) {
+		return Errors{{File: file, Line: fe.Line, Field: fe.Path, Msg: fe.Msg}}
 	}
 	var te *yaml.TypeError
 	if errors.As(err, &te) {

@@ -8,15 +8,20 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// UnknownField is a mapping key that no struct field takes.
-type UnknownField struct {
+// FieldError is a problem found while walking the node tree: a key no
+// struct field takes, or a size or duration that does not parse.
+type FieldError struct {
 	Line int
 	Path string
+	Msg  string
 }
 
-func (e *UnknownField) Error() string {
-	return fmt.Sprintf("line %d: %s: unknown field", e.Line, e.Path)
-}
+func (e *FieldError) Error() string { return fmt.Sprintf("line %d: %s: %s", e.Line, e.Path, e.Msg) }
+
+var (
+	sizeType     = reflect.TypeOf(Size(0))
+	durationType = reflect.TypeOf(Duration(0))
+)
 
 // checkKnown walks n against the type of out and returns the first key
 // that does not name a field (yaml.v3 Node.Decode has no strict mode).
@@ -27,6 +32,19 @@ func checkKnown(n *yaml.Node, out any) error {
 func walkKnown(n *yaml.Node, t reflect.Type, p string) error {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
+	}
+	if n.Kind == yaml.ScalarNode {
+		var err error
+		switch t {
+		case sizeType:
+			_, err = ParseSize(n.Value)
+		case durationType:
+			var d Duration
+			err = d.UnmarshalYAML(n)
+		}
+		if err != nil {
+			return &FieldError{Line: n.Line, Path: p, Msg: err.Error()}
+		}
 	}
 	switch n.Kind {
 	case yaml.MappingNode:
@@ -46,7 +64,7 @@ func walkKnown(n *yaml.Node, t reflect.Type, p string) error {
 			k := n.Content[i]
 			ft, ok := fields[k.Value]
 			if !ok {
-				return &UnknownField{Line: k.Line, Path: join(p, k.Value)}
+				return &FieldError{Line: k.Line, Path: join(p, k.Value), Msg: "unknown field"}
 			}
 			if err := walkKnown(n.Content[i+1], ft, join(p, k.Value)); err != nil {
 				return err
