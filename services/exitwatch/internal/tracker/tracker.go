@@ -200,7 +200,7 @@ func (t *Tracker) Now() time.Time {
 	wall := t.d.Now()
 	if t.pending.Load() > 0 {
 		if b := t.busNanos.Load(); b != 0 && time.Unix(0, b).Before(wall) {
-			return time.Unix(0, b)
+			return time.Unix(0, b).UTC()
 		}
 	}
 	return wall
