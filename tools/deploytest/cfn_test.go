@@ -294,8 +294,8 @@ Outputs:
 	}, tpl.checkRefs())
 }
 
-// path follows mapping keys from n.
-func path(n *yaml.Node, keys ...string) *yaml.Node {
+// yamlPath follows mapping keys from n.
+func yamlPath(n *yaml.Node, keys ...string) *yaml.Node {
 	for _, k := range keys {
 		n = mapping(n)[k]
 		if n == nil {
@@ -327,50 +327,50 @@ func TestTaskEventsWiring(t *testing.T) {
 		}
 	}
 	require.NotNil(t, rule)
-	pattern := path(rule, "Properties", "EventPattern")
-	require.Equal(t, []string{"aws.ecs"}, seqValues(path(pattern, "source")))
-	require.Equal(t, []string{"ECS Task State Change"}, seqValues(path(pattern, "detail-type")))
-	clusters := path(pattern, "detail", "clusterArn")
+	pattern := yamlPath(rule, "Properties", "EventPattern")
+	require.Equal(t, []string{"aws.ecs"}, seqValues(yamlPath(pattern, "source")))
+	require.Equal(t, []string{"ECS Task State Change"}, seqValues(yamlPath(pattern, "detail-type")))
+	clusters := yamlPath(pattern, "detail", "clusterArn")
 	require.NotNil(t, clusters, "the rule must be filtered to the managed clusters")
 	require.Equal(t, "!Ref", clusters.Tag)
-	require.Equal(t, "CommaDelimitedList", path(tpl.params[clusters.Value], "Type").Value)
+	require.Equal(t, "CommaDelimitedList", yamlPath(tpl.params[clusters.Value], "Type").Value)
 
 	// The target is the queue, with a dead-letter queue; the queue redrives
 	// to it too; the queue policy lets only this rule send.
-	targets := path(rule, "Properties", "Targets")
+	targets := yamlPath(rule, "Properties", "Targets")
 	require.Len(t, targets.Content, 1)
 	target := targets.Content[0]
-	require.Equal(t, "Queue.Arn", path(target, "Arn").Value)
-	require.Equal(t, "DeadLetterQueue.Arn", path(target, "DeadLetterConfig", "Arn").Value)
-	require.Equal(t, "DeadLetterQueue.Arn", path(tpl.resources["Queue"], "Properties", "RedrivePolicy", "deadLetterTargetArn").Value)
+	require.Equal(t, "Queue.Arn", yamlPath(target, "Arn").Value)
+	require.Equal(t, "DeadLetterQueue.Arn", yamlPath(target, "DeadLetterConfig", "Arn").Value)
+	require.Equal(t, "DeadLetterQueue.Arn", yamlPath(tpl.resources["Queue"], "Properties", "RedrivePolicy", "deadLetterTargetArn").Value)
 	policy := tpl.resources["QueuePolicy"]
 	require.Equal(t, "AWS::SQS::QueuePolicy", tpl.resTypes["QueuePolicy"])
-	require.ElementsMatch(t, []string{"Queue", "DeadLetterQueue"}, seqValues(path(policy, "Properties", "Queues")))
+	require.ElementsMatch(t, []string{"Queue", "DeadLetterQueue"}, seqValues(yamlPath(policy, "Properties", "Queues")))
 	var allow *yaml.Node
-	for _, st := range path(policy, "Properties", "PolicyDocument", "Statement").Content {
-		if path(st, "Effect").Value == "Allow" {
+	for _, st := range yamlPath(policy, "Properties", "PolicyDocument", "Statement").Content {
+		if yamlPath(st, "Effect").Value == "Allow" {
 			allow = st
 		}
 	}
 	require.NotNil(t, allow)
-	require.Equal(t, "events.amazonaws.com", path(allow, "Principal", "Service").Value)
-	require.Equal(t, "sqs:SendMessage", path(allow, "Action").Value)
-	require.Equal(t, "TaskStateChangeRule.Arn", path(allow, "Condition", "ArnEquals", "aws:SourceArn").Value)
+	require.Equal(t, "events.amazonaws.com", yamlPath(allow, "Principal", "Service").Value)
+	require.Equal(t, "sqs:SendMessage", yamlPath(allow, "Action").Value)
+	require.Equal(t, "TaskStateChangeRule.Arn", yamlPath(allow, "Condition", "ArnEquals", "aws:SourceArn").Value)
 }
 
 func TestFirehosePrefixes(t *testing.T) {
 	t.Parallel()
 	tpl := loadTemplate(t, "deploy/cloudformation/log-delivery-stream.yaml")
-	dest := path(tpl.resources["DeliveryStream"], "Properties", "ExtendedS3DestinationConfiguration")
+	dest := yamlPath(tpl.resources["DeliveryStream"], "Properties", "ExtendedS3DestinationConfiguration")
 	require.NotNil(t, dest)
-	require.Equal(t, "${ClusterName}/${ServiceName}/!{timestamp:yyyy}/!{timestamp:MM}/!{timestamp:dd}/", path(dest, "Prefix").Value)
+	require.Equal(t, "${ClusterName}/${ServiceName}/!{timestamp:yyyy}/!{timestamp:MM}/!{timestamp:dd}/", yamlPath(dest, "Prefix").Value)
 	// Firehose requires an error prefix whenever Prefix uses expressions.
-	require.Contains(t, path(dest, "ErrorOutputPrefix").Value, "!{firehose:error-output-type}")
-	require.Equal(t, "GZIP", path(dest, "CompressionFormat").Value)
+	require.Contains(t, yamlPath(dest, "ErrorOutputPrefix").Value, "!{firehose:error-output-type}")
+	require.Equal(t, "GZIP", yamlPath(dest, "CompressionFormat").Value)
 	// The stream name is the logrouter firehose output's streamTemplate
 	// "taskyard-{cluster}_{service}" (deploy/ecs/logrouter/logrouter.yml).
-	require.Equal(t, "${StreamNamePrefix}${ClusterName}_${ServiceName}", path(tpl.resources["DeliveryStream"], "Properties", "DeliveryStreamName").Value)
-	require.Equal(t, "taskyard-", path(tpl.params["StreamNamePrefix"], "Default").Value)
+	require.Equal(t, "${StreamNamePrefix}${ClusterName}_${ServiceName}", yamlPath(tpl.resources["DeliveryStream"], "Properties", "DeliveryStreamName").Value)
+	require.Equal(t, "taskyard-", yamlPath(tpl.params["StreamNamePrefix"], "Default").Value)
 	lr, err := os.ReadFile(filepath.Join(repoRoot(t), "deploy/ecs/logrouter/logrouter.yml"))
 	require.NoError(t, err)
 	require.Contains(t, string(lr), `streamTemplate: "taskyard-{cluster}_{service}"`)
