@@ -22,14 +22,14 @@ type Section map[string]map[string]float64
 
 // Doc is the document. Maps are keyed by (Mackerel-safe) name.
 type Doc struct {
-	Input    Section                       `json:"input"`
-	Filter   Section                       `json:"filter"`
-	Output   Section                       `json:"output"`
-	Instance map[string]map[string]Section `json:"instance"`
-	Schedule map[string]map[string]float64 `json:"schedule"`
-	Logs     map[string]map[string]float64 `json:"logs"`
-	Cluster  map[string]map[string]float64 `json:"cluster"`
-	Alerts   map[string]float64            `json:"alerts"`
+	Input    Section                                  `json:"input"`
+	Filter   Section                                  `json:"filter"`
+	Output   Section                                  `json:"output"`
+	Instance map[string]map[string]Section            `json:"instance"`
+	Schedule map[string]map[string]float64            `json:"schedule"`
+	Logs     map[string]map[string]float64            `json:"logs"`
+	Cluster  map[string]map[string]float64            `json:"cluster"`
+	Alerts   map[string]float64                       `json:"alerts"`
 	Daemons  map[string]map[string]map[string]float64 `json:"daemons"`
 }
 
