@@ -38,7 +38,7 @@ var testEnv = map[string]string{
 	"TASKYARD_NATS_REGISTRY":       "arn:aws:servicediscovery:eu-west-1:123456789012:service/srv-0fedcba987654321",
 	"TASKYARD_NATS_NODE":           "1",
 	"TASKYARD_DISCOVERY_NAMESPACE": "taskyard.internal",
-	"TASKYARD_DNS_CACHE_IMAGE":     "123456789012.dkr.ecr.eu-west-1.amazonaws.com/dnsmasq:2.90",
+	"TASKYARD_DNS_CACHE_IMAGE":     "123456789012.dkr.ecr.eu-west-1.amazonaws.com/taskyard-dns-cache:2.90",
 	"TASKYARD_NATS_IMAGE":          "123456789012.dkr.ecr.eu-west-1.amazonaws.com/taskyard-nats:2.11",
 	"TASKYARD_JOB_FAMILY_PREFIX":   "taskyard-",
 	"TASKYARD_FIREHOSE_PREFIX":     "taskyard-",
