@@ -767,6 +767,174 @@ func (x *TailLine) GetSource() string {
 	return ""
 }
 
+// WatchStatus is one row of `taskyard status`: exitwatch's view of a
+// schedule or ping check.
+type WatchStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// schedule or check.
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// up, late, down, paused or new (nothing ran yet).
+	State   string `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	Cluster string `protobuf:"bytes,4,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	// When the newest run finished (or started, while it runs).
+	LastRun     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=last_run,json=lastRun,proto3" json:"last_run,omitempty"`
+	LastOutcome Outcome                `protobuf:"varint,6,opt,name=last_outcome,json=lastOutcome,proto3,enum=taskyard.v1.Outcome" json:"last_outcome,omitempty"`
+	LastRunId   string                 `protobuf:"bytes,7,opt,name=last_run_id,json=lastRunId,proto3" json:"last_run_id,omitempty"`
+	// The next expected fire or ping.
+	NextRun *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=next_run,json=nextRun,proto3" json:"next_run,omitempty"`
+	// Why the state is not up.
+	Detail        string `protobuf:"bytes,9,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchStatus) Reset() {
+	*x = WatchStatus{}
+	mi := &file_taskyard_v1_control_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchStatus) ProtoMessage() {}
+
+func (x *WatchStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_taskyard_v1_control_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchStatus.ProtoReflect.Descriptor instead.
+func (*WatchStatus) Descriptor() ([]byte, []int) {
+	return file_taskyard_v1_control_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *WatchStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *WatchStatus) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *WatchStatus) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *WatchStatus) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *WatchStatus) GetLastRun() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastRun
+	}
+	return nil
+}
+
+func (x *WatchStatus) GetLastOutcome() Outcome {
+	if x != nil {
+		return x.LastOutcome
+	}
+	return Outcome_OUTCOME_UNSPECIFIED
+}
+
+func (x *WatchStatus) GetLastRunId() string {
+	if x != nil {
+		return x.LastRunId
+	}
+	return ""
+}
+
+func (x *WatchStatus) GetNextRun() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextRun
+	}
+	return nil
+}
+
+func (x *WatchStatus) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+// StatusReply answers taskyard.ctl.exitwatch.status.
+type StatusReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*WatchStatus         `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatusReply) Reset() {
+	*x = StatusReply{}
+	mi := &file_taskyard_v1_control_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatusReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatusReply) ProtoMessage() {}
+
+func (x *StatusReply) ProtoReflect() protoreflect.Message {
+	mi := &file_taskyard_v1_control_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatusReply.ProtoReflect.Descriptor instead.
+func (*StatusReply) Descriptor() ([]byte, []int) {
+	return file_taskyard_v1_control_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *StatusReply) GetEntries() []*WatchStatus {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *StatusReply) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_taskyard_v1_control_proto protoreflect.FileDescriptor
 
 const file_taskyard_v1_control_proto_rawDesc = "" +
@@ -826,7 +994,20 @@ const file_taskyard_v1_control_proto_rawDesc = "" +
 	"\x04task\x18\x05 \x01(\t\x12\r\n" +
 	"\x05level\x18\x06 \x01(\t\x12\v\n" +
 	"\x03log\x18\a \x01(\t\x12\x0e\n" +
-	"\x06source\x18\b \x01(\tB;Z9github.com/taskyard/taskyard/proto/taskyard/v1;taskyardv1b\x06proto3"
+	"\x06source\x18\b \x01(\t\"\xf6\x01\n" +
+	"\vWatchStatus\x12\f\n" +
+	"\x04name\x18\x01 \x01(\t\x12\f\n" +
+	"\x04kind\x18\x02 \x01(\t\x12\r\n" +
+	"\x05state\x18\x03 \x01(\t\x12\x0f\n" +
+	"\acluster\x18\x04 \x01(\t\x12,\n" +
+	"\blast_run\x18\x05 \x01(\v2\x1a.google.protobuf.Timestamp\x12*\n" +
+	"\flast_outcome\x18\x06 \x01(\x0e2\x14.taskyard.v1.Outcome\x12\x13\n" +
+	"\vlast_run_id\x18\a \x01(\t\x12,\n" +
+	"\bnext_run\x18\b \x01(\v2\x1a.google.protobuf.Timestamp\x12\x0e\n" +
+	"\x06detail\x18\t \x01(\t\"G\n" +
+	"\vStatusReply\x12)\n" +
+	"\aentries\x18\x01 \x03(\v2\x18.taskyard.v1.WatchStatus\x12\r\n" +
+	"\x05error\x18\x02 \x01(\tB;Z9github.com/taskyard/taskyard/proto/taskyard/v1;taskyardv1b\x06proto3"
 
 var (
 	file_taskyard_v1_control_proto_rawDescOnce sync.Once
@@ -840,7 +1021,7 @@ func file_taskyard_v1_control_proto_rawDescGZIP() []byte {
 	return file_taskyard_v1_control_proto_rawDescData
 }
 
-var file_taskyard_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_taskyard_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_taskyard_v1_control_proto_goTypes = []any{
 	(*ApplyRequest)(nil),          // 0: taskyard.v1.ApplyRequest
 	(*FieldChange)(nil),           // 1: taskyard.v1.FieldChange
@@ -853,26 +1034,32 @@ var file_taskyard_v1_control_proto_goTypes = []any{
 	(*AckReply)(nil),              // 8: taskyard.v1.AckReply
 	(*TailRequest)(nil),           // 9: taskyard.v1.TailRequest
 	(*TailLine)(nil),              // 10: taskyard.v1.TailLine
-	(*ScheduleSpec)(nil),          // 11: taskyard.v1.ScheduleSpec
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
-	(Outcome)(0),                  // 13: taskyard.v1.Outcome
+	(*WatchStatus)(nil),           // 11: taskyard.v1.WatchStatus
+	(*StatusReply)(nil),           // 12: taskyard.v1.StatusReply
+	(*ScheduleSpec)(nil),          // 13: taskyard.v1.ScheduleSpec
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(Outcome)(0),                  // 15: taskyard.v1.Outcome
 }
 var file_taskyard_v1_control_proto_depIdxs = []int32{
-	11, // 0: taskyard.v1.ApplyRequest.schedules:type_name -> taskyard.v1.ScheduleSpec
+	13, // 0: taskyard.v1.ApplyRequest.schedules:type_name -> taskyard.v1.ScheduleSpec
 	1,  // 1: taskyard.v1.ApplyReply.changes:type_name -> taskyard.v1.FieldChange
-	12, // 2: taskyard.v1.NameRequest.from:type_name -> google.protobuf.Timestamp
-	11, // 3: taskyard.v1.ScheduleStatus.spec:type_name -> taskyard.v1.ScheduleSpec
-	12, // 4: taskyard.v1.ScheduleStatus.next_fire:type_name -> google.protobuf.Timestamp
-	12, // 5: taskyard.v1.ScheduleStatus.last_fire:type_name -> google.protobuf.Timestamp
-	13, // 6: taskyard.v1.ScheduleStatus.last_outcome:type_name -> taskyard.v1.Outcome
+	14, // 2: taskyard.v1.NameRequest.from:type_name -> google.protobuf.Timestamp
+	13, // 3: taskyard.v1.ScheduleStatus.spec:type_name -> taskyard.v1.ScheduleSpec
+	14, // 4: taskyard.v1.ScheduleStatus.next_fire:type_name -> google.protobuf.Timestamp
+	14, // 5: taskyard.v1.ScheduleStatus.last_fire:type_name -> google.protobuf.Timestamp
+	15, // 6: taskyard.v1.ScheduleStatus.last_outcome:type_name -> taskyard.v1.Outcome
 	4,  // 7: taskyard.v1.ListReply.schedules:type_name -> taskyard.v1.ScheduleStatus
-	12, // 8: taskyard.v1.NextReply.times:type_name -> google.protobuf.Timestamp
-	12, // 9: taskyard.v1.TailLine.time:type_name -> google.protobuf.Timestamp
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	14, // 8: taskyard.v1.NextReply.times:type_name -> google.protobuf.Timestamp
+	14, // 9: taskyard.v1.TailLine.time:type_name -> google.protobuf.Timestamp
+	14, // 10: taskyard.v1.WatchStatus.last_run:type_name -> google.protobuf.Timestamp
+	15, // 11: taskyard.v1.WatchStatus.last_outcome:type_name -> taskyard.v1.Outcome
+	14, // 12: taskyard.v1.WatchStatus.next_run:type_name -> google.protobuf.Timestamp
+	11, // 13: taskyard.v1.StatusReply.entries:type_name -> taskyard.v1.WatchStatus
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_taskyard_v1_control_proto_init() }
@@ -888,7 +1075,7 @@ func file_taskyard_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_taskyard_v1_control_proto_rawDesc), len(file_taskyard_v1_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
