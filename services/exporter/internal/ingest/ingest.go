@@ -4,37 +4,47 @@
 // # Catch-up
 //
 // One durable pull consumer per stream (RUNS, ALERTS, STATS), named
-// exporter-<instance>, with AckAll: while the exporter is down the consumer
-// keeps its position, and on start it delivers everything published since
-// the last acknowledgement. Every exporter instance has its own consumers
-// and its own snapshot, so several can run side by side (DAEMON service).
+// exporter-<instance>: while the exporter is down the consumer keeps its
+// place, and `nats consumer info` shows how far behind it is. Every exporter
+// instance has its own consumers and its own snapshot, so several can run
+// side by side (DAEMON service).
 //
-// # Snapshot and ack position: exactly-once counting
+// # Snapshot, position and acks: exactly-once counting
 //
 // The counters live in KV bucket <prefix>-snapshots, one key per entity
 // (exporter.<instance>.<kind>.<id>; see aggregate.EntityKey), each entity
-// carrying, per stream, the sequence of the last message it applied. The
-// loop is:
+// carrying, per stream, the sequence of the last message it applied; next
+// to them, exporter.<instance>.position.<stream> is the last stream
+// sequence whose effects are all stored. The loop is:
 //
-//  1. apply a message to the store (the entities it touches record its
-//     stream sequence), then remember it as the consumer's newest message;
+//  1. apply messages strictly in stream order (see below); the entities a
+//     message touches record its sequence;
 //  2. flush (every FlushInterval, or after FlushEvery messages): under the
 //     store lock take the encodings of every entity changed since the last
-//     flush and, in the same critical section, the newest message of each
-//     consumer;
-//  3. write those entities to KV and wait for every write to be acknowledged;
-//  4. only then acknowledge the remembered messages (AckAll: this acks
-//     everything up to them).
+//     flush and, in the same critical section, the last applied sequence of
+//     each stream;
+//  3. write those entities, wait for every write to be acknowledged, then
+//     write the positions;
+//  4. only then acknowledge (AckAll) the consumers up to those positions.
 //
-// No loss: a message is acknowledged only after every entity it changed has
-// been stored with its effect (the message was applied before it became
-// "newest", and the entities were encoded after that). A failed write keeps
-// the batch and retries it; nothing is acked meanwhile.
+// No loss: a position is stored only after every entity changed by the
+// messages up to it, and the exporter resumes from the stored position.
+// A failed write keeps the batch and retries it; nothing moves meanwhile.
 //
-// No double counting: whatever is redelivered — after a crash between steps
-// 3 and 4, or a redelivery after AckWait — reaches entities whose stored
-// sequence is already at or past it, and they skip it. Entities that were
-// not stored yet apply it, which is exactly what they missed.
+// No double counting: a message replayed after a crash between steps 3 and
+// 4 (or between entity and position writes) reaches entities whose stored
+// sequence is already at or past it, and they skip it; entities that were
+// not stored apply it, which is exactly what they missed.
+//
+// Order: per-entity sequences are high-water marks, so they are only right
+// if messages are applied in stream order. A durable consumer does not
+// promise that: a message delivered to a client that died (or lost on a
+// reconnect) is redelivered after AckWait, after newer ones; and acking a
+// newer message with AckAll would silently ack it. So the ingester checks
+// the consumer sequence of every delivery; on a gap, and at start when the
+// consumer's ack floor is not the stored position, it drops the consumer
+// and creates it again from the stored position + 1. Messages at or below
+// the position already applied are skipped.
 //
 // The argument assumes stream sequences only grow: if a stream is deleted
 // and recreated, delete the exporter's snapshot keys and consumers too.
@@ -47,6 +57,9 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -96,34 +109,57 @@ type Ingester struct {
 	cfg   Config
 
 	mu      sync.Mutex
-	newest  map[string]jetstream.Msg // stream → newest applied message
+	streams map[string]*streamState
 	pending int
 	kick    chan struct{}
 
 	// batch is a taken but not yet stored set of entities (key → value),
-	// with the acks it guards.
+	// with the positions and acks it guards.
 	batch     map[string][]byte
+	batchPos  map[string]uint64
 	batchAcks map[string]jetstream.Msg
 
-	ready     atomic.Bool
-	flushes   atomic.Int64
-	badMsgs   atomic.Int64
-	lastError atomic.Value // string
+	ready   atomic.Bool
+	flushes atomic.Int64
+	badMsgs atomic.Int64
+	resets  atomic.Int64
+}
+
+// streamState is the ingester's view of one stream; guarded by mu.
+type streamState struct {
+	name string
+	// applied is the last stream sequence applied; stored the last one
+	// whose effects are in KV.
+	applied, stored uint64
+	// lastConsumerSeq is the consumer sequence of the last delivery.
+	lastConsumerSeq uint64
+	// newest is the last applied message (to ack).
+	newest jetstream.Msg
+	// broken is set when a delivery gap was seen: messages are ignored
+	// until the consumer is recreated.
+	broken bool
+	cc     jetstream.ConsumeContext
 }
 
 // New returns an ingester; call Restore, then Run.
 func New(js jetstream.JetStream, store *aggregate.Store, log *slog.Logger, cfg Config) *Ingester {
-	return &Ingester{
-		js: js, store: store, log: log, cfg: cfg.withDefaults(),
-		newest: map[string]jetstream.Msg{},
-		kick:   make(chan struct{}, 1),
-		batch:  map[string][]byte{}, batchAcks: map[string]jetstream.Msg{},
+	cfg = cfg.withDefaults()
+	names := v1.Streams(cfg.Prefix)
+	in := &Ingester{
+		js: js, store: store, log: log, cfg: cfg,
+		streams: map[string]*streamState{},
+		kick:    make(chan struct{}, 1),
+		batch:   map[string][]byte{}, batchPos: map[string]uint64{}, batchAcks: map[string]jetstream.Msg{},
 	}
+	for _, n := range []string{names.Runs, names.Alerts, names.Stats} {
+		in.streams[n] = &streamState{name: n}
+	}
+	return in
 }
 
 var safeToken = regexp.MustCompile(`^[-_a-zA-Z0-9]+$`)
 
-// InstanceToken is the instance as one KV key token and consumer name part.
+// InstanceToken is the instance as one KV key token.
 func InstanceToken(instance string) string {
 	if safeToken.MatchString(instance) {
 		return instance
@@ -138,9 +174,12 @@ func (in *Ingester) ConsumerName() string {
 
 func (in *Ingester) keyPrefix() string { return "exporter." + InstanceToken(in.cfg.Instance) + "." }
 
+const positionKind = "position."
+
 func (in *Ingester) bucket() string { return v1.Buckets(in.cfg.Prefix).Snapshots }
 
-// Restore loads this instance's stored entities into the store.
+// Restore loads this instance's stored entities and positions. It returns
+// the number of entities.
 func (in *Ingester) Restore(ctx context.Context) (int, error) {
 	kv, err := in.js.KeyValue(ctx, in.bucket())
 	if err != nil {
@@ -164,6 +203,18 @@ func (in *Ingester) Restore(ctx context.Context) (int, error) {
 				return n, nil
 			}
 			key := e.Key()[len(in.keyPrefix()):]
+			if stream, ok := strings.CutPrefix(key, positionKind); ok {
+				pos, err := strconv.ParseUint(string(e.Value()), 10, 64)
+				if err != nil {
+					return n, fmt.Errorf("snapshot %s: %w", e.Key(), err)
+				}
+				in.mu.Lock()
+				if st := in.streams[stream]; st != nil {
+					st.applied, st.stored = pos, pos
+				}
+				in.mu.Unlock()
+				continue
+			}
 			if err := in.store.Restore(key, e.Value()); err != nil {
 				return n, err
 			}
@@ -182,44 +233,35 @@ func (in *Ingester) Flushes() int64 { return in.flushes.Load() }
 // otherwise ignored).
 func (in *Ingester) BadMessages() int64 { return in.badMsgs.Load() }
 
+// Resets counts consumers recreated after a delivery gap.
+func (in *Ingester) Resets() int64 { return in.resets.Load() }
+
+// Position is the last stream sequence applied, and the last stored.
+func (in *Ingester) Position(stream string) (applied, stored uint64) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if st := in.streams[stream]; st != nil {
+		return st.applied, st.stored
+	}
+	return 0, 0
+}
+
 // Run consumes until ctx is done, then stops the consumers, writes the last
 // snapshot and acknowledges what it covers.
 func (in *Ingester) Run(ctx context.Context) error {
-	names := v1.Streams(in.cfg.Prefix)
-	var ccs []jetstream.ConsumeContext
 	stopAll := func() {
-		for _, cc := range ccs {
-			cc.Stop()
-		}
-		for _, cc := range ccs {
-			<-cc.Closed()
+		for _, st := range in.streams {
+			in.stop(st)
 		}
 	}
-	for _, stream := range []string{names.Runs, names.Alerts, names.Stats} {
-		cons, err := in.js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
-			Durable:       in.ConsumerName(),
-			Description:   "taskyard exporter " + in.cfg.Instance,
-			DeliverPolicy: jetstream.DeliverAllPolicy,
-			AckPolicy:     jetstream.AckAllPolicy,
-			AckWait:       in.cfg.AckWait,
-			MaxAckPending: 4 * in.cfg.FlushEvery,
-		})
-		if err != nil {
+	for _, st := range in.sortedStreams() {
+		if err := in.start(ctx, st, true); err != nil {
 			stopAll()
-			return fmt.Errorf("create consumer %s on %s: %w", in.ConsumerName(), stream, err)
+			return err
 		}
-		cc, err := cons.Consume(in.handler(stream), jetstream.PullMaxMessages(1000),
-			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-				in.log.Warn("consume", "stream", stream, "err", err)
-			}))
-		if err != nil {
-			stopAll()
-			return fmt.Errorf("consume %s: %w", stream, err)
-		}
-		ccs = append(ccs, cc)
 	}
 	in.ready.Store(true)
-	in.log.Info("consuming", "consumer", in.ConsumerName(), "streams", []string{names.Runs, names.Alerts, names.Stats})
+	in.log.Info("consuming", "consumer", in.ConsumerName())
 
 	t := time.NewTicker(in.cfg.FlushInterval)
 	defer t.Stop()
@@ -239,23 +281,140 @@ func (in *Ingester) Run(ctx context.Context) error {
 		}
 		if err := in.Flush(ctx); err != nil && ctx.Err() == nil {
 			in.log.Warn("snapshot write failed, will retry", "err", err)
+			continue
+		}
+		for _, st := range in.sortedStreams() {
+			in.mu.Lock()
+			broken := st.broken
+			in.mu.Unlock()
+			if !broken {
+				continue
+			}
+			// Flushed above: the position is stored; start over from it.
+			in.resets.Add(1)
+			in.stop(st)
+			if err := in.start(ctx, st, false); err != nil && ctx.Err() == nil {
+				in.log.Error("recreate consumer", "stream", st.name, "err", err)
+				return err
+			}
 		}
 	}
 }
 
-func (in *Ingester) handler(stream string) jetstream.MessageHandler {
+func (in *Ingester) sortedStreams() []*streamState {
+	out := make([]*streamState, 0, len(in.streams))
+	for _, st := range in.streams {
+		out = append(out, st)
+	}
+	slices.SortFunc(out, func(a, b *streamState) int { return strings.Compare(a.name, b.name) })
+	return out
+}
+
+func (in *Ingester) stop(st *streamState) {
+	in.mu.Lock()
+	cc := st.cc
+	st.cc = nil
+	in.mu.Unlock()
+	if cc != nil {
+		cc.Stop()
+		<-cc.Closed()
+	}
+}
+
+// start (re)creates the stream's consumer so that it delivers from the
+// stored position + 1, reusing the existing durable when its ack floor is
+// that position and nothing is in flight (reuse).
+func (in *Ingester) start(ctx context.Context, st *streamState, reuse bool) error {
+	in.mu.Lock()
+	pos := st.stored
+	in.mu.Unlock()
+	name := in.ConsumerName()
+	cons, err := in.js.Consumer(ctx, st.name, name)
+	switch {
+	case err == nil:
+		info, ierr := cons.Info(ctx)
+		if ierr != nil {
+			return fmt.Errorf("consumer %s on %s: %w", name, st.name, ierr)
+		}
+		if reuse && info.AckFloor.Stream == pos && info.NumAckPending == 0 && info.Config.AckPolicy == jetstream.AckAllPolicy {
+			break
+		}
+		in.log.Info("recreating consumer at the stored position", "stream", st.name, "consumer", name,
+			"position", pos, "ack_floor", info.AckFloor.Stream, "ack_pending", info.NumAckPending)
+		if err := in.js.DeleteConsumer(ctx, st.name, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("delete consumer %s on %s: %w", name, st.name, err)
+		}
+		cons = nil
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		cons = nil
+	default:
+		return fmt.Errorf("consumer %s on %s: %w", name, st.name, err)
+	}
+	if cons == nil {
+		cc := jetstream.ConsumerConfig{
+			Durable:       name,
+			Description:   "taskyard exporter " + in.cfg.Instance,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+			AckPolicy:     jetstream.AckAllPolicy,
+			AckWait:       in.cfg.AckWait,
+			MaxAckPending: -1,
+		}
+		if pos > 0 {
+			cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, pos+1
+		}
+		if cons, err = in.js.CreateConsumer(ctx, st.name, cc); err != nil {
+			return fmt.Errorf("create consumer %s on %s: %w", name, st.name, err)
+		}
+	}
+	in.mu.Lock()
+	st.lastConsumerSeq, st.broken = 0, false
+	in.mu.Unlock()
+	h, err := cons.Consume(in.handler(st), jetstream.PullMaxMessages(1000),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			in.log.Warn("consume", "stream", st.name, "err", err)
+		}))
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", st.name, err)
+	}
+	in.mu.Lock()
+	st.cc = h
+	in.mu.Unlock()
+	return nil
+}
+
+func (in *Ingester) handler(st *streamState) jetstream.MessageHandler {
 	return func(msg jetstream.Msg) {
-		var seq uint64
-		if md, err := msg.Metadata(); err == nil {
-			seq = md.Sequence.Stream
+		md, err := msg.Metadata()
+		if err != nil {
+			in.log.Warn("message without metadata", "stream", st.name, "err", err)
+			return
 		}
-		if err := in.store.Apply(stream, seq, msg.Subject(), msg.Headers(), msg.Data()); err != nil {
-			in.badMsgs.Add(1)
-			in.log.Warn("undecodable message skipped", "stream", stream, "seq", seq, "subject", msg.Subject(), "err", err)
-		}
-		// Only now is the message "newest": its effect is in the store.
+		seq := md.Sequence.Stream
 		in.mu.Lock()
-		in.newest[stream] = msg
+		gap := st.lastConsumerSeq != 0 && md.Sequence.Consumer != st.lastConsumerSeq+1
+		st.lastConsumerSeq = md.Sequence.Consumer
+		if gap && !st.broken {
+			in.log.Warn("delivery gap, recreating the consumer", "stream", st.name, "consumer_seq", md.Sequence.Consumer, "stream_seq", seq)
+			st.broken = true
+		}
+		skip := st.broken || seq <= st.applied
+		in.mu.Unlock()
+		if skip {
+			if st.broken {
+				select {
+				case in.kick <- struct{}{}:
+				default:
+				}
+			}
+			return
+		}
+		if err := in.store.Apply(st.name, seq, msg.Subject(), msg.Headers(), msg.Data()); err != nil {
+			in.badMsgs.Add(1)
+			in.log.Warn("undecodable message skipped", "stream", st.name, "seq", seq, "subject", msg.Subject(), "err", err)
+		}
+		// Only now is the message applied: its effect is in the store.
+		in.mu.Lock()
+		st.applied, st.newest = seq, msg
 		in.pending++
 		full := in.pending >= in.cfg.FlushEvery
 		in.mu.Unlock()
@@ -268,16 +427,22 @@ func (in *Ingester) handler(stream string) jetstream.MessageHandler {
 	}
 }
 
-// Flush writes every changed entity to KV, then acknowledges the messages
-// whose effects are now stored. A failed write is kept and retried by the
-// next Flush; nothing is acknowledged until it succeeds.
+// Flush writes every changed entity, then the positions, to KV, then
+// acknowledges the consumers up to the stored positions. A failed write is
+// kept and retried by the next Flush; nothing is acknowledged until it
+// succeeds.
 func (in *Ingester) Flush(ctx context.Context) error {
 	dirty, err := in.store.TakeDirty(func() {
 		in.mu.Lock()
-		for s, m := range in.newest {
-			in.batchAcks[s] = m
+		for _, st := range in.streams {
+			if st.applied > st.stored {
+				in.batchPos[st.name] = st.applied
+			}
+			if st.newest != nil {
+				in.batchAcks[st.name] = st.newest
+				st.newest = nil
+			}
 		}
-		clear(in.newest)
 		in.pending = 0
 		in.mu.Unlock()
 	})
@@ -287,18 +452,30 @@ func (in *Ingester) Flush(ctx context.Context) error {
 	for _, d := range dirty {
 		in.batch[d.Key] = d.Value
 	}
-	if len(in.batch) == 0 && len(in.batchAcks) == 0 {
+	if len(in.batch) == 0 && len(in.batchPos) == 0 && len(in.batchAcks) == 0 {
 		return nil
 	}
-	if err := in.put(ctx); err != nil {
-		in.lastError.Store(err.Error())
+	if err := in.put(ctx, in.batch); err != nil {
 		return err
 	}
 	clear(in.batch)
+	pos := map[string][]byte{}
+	for s, p := range in.batchPos {
+		pos[positionKind+s] = strconv.AppendUint(nil, p, 10)
+	}
+	if err := in.put(ctx, pos); err != nil {
+		return err
+	}
+	in.mu.Lock()
+	for s, p := range in.batchPos {
+		in.streams[s].stored = p
+	}
+	in.mu.Unlock()
+	clear(in.batchPos)
 	for s, m := range in.batchAcks {
 		if err := m.Ack(); err != nil {
-			// The ack is lost, not the counts: the messages come back and
-			// are skipped by sequence.
+			// Only the consumer's bookkeeping is behind; the position is
+			// stored, and a start recreates the consumer from it.
 			in.log.Warn("ack", "stream", s, "err", err)
 		}
 	}
@@ -307,12 +484,12 @@ func (in *Ingester) Flush(ctx context.Context) error {
 	return nil
 }
 
-// put writes the batch with asynchronous publishes to the bucket's subjects
+// put writes entries with asynchronous publishes to the bucket's subjects
 // and waits for every acknowledgement.
-func (in *Ingester) put(ctx context.Context) error {
+func (in *Ingester) put(ctx context.Context, entries map[string][]byte) error {
 	const window = 1000
 	subj := "$KV." + in.bucket() + "." + in.keyPrefix()
-	futures := make([]jetstream.PubAckFuture, 0, min(len(in.batch), window))
+	futures := make([]jetstream.PubAckFuture, 0, min(len(entries), window))
 	wait := func() error {
 		for _, f := range futures {
 			select {
@@ -326,7 +503,7 @@ func (in *Ingester) put(ctx context.Context) error {
 		futures = futures[:0]
 		return nil
 	}
-	for k, v := range in.batch {
+	for k, v := range entries {
 		f, err := in.js.PublishAsync(subj+k, v)
 		if err != nil {
 			return fmt.Errorf("store snapshot %s: %w", k, err)
