@@ -19,14 +19,14 @@ var iamEnv = map[string]string{
 	"AWS_REGION":                      testEnv["AWS_REGION"],
 	"AWS_ACCOUNT_ID":                  testEnv["AWS_ACCOUNT_ID"],
 	"TASKYARD_CLUSTER":                testEnv["TASKYARD_CLUSTER"],
-	"TASKYARD_JOB_FAMILY_PREFIX":      testEnv["TASKYARD_JOB_FAMILY_PREFIX"],
+	"TASKYARD_JOB_FAMILY_PREFIX":      "taskyard-",
 	"TASKYARD_JOB_EXECUTION_ROLE":     testEnv["TASKYARD_JOB_EXECUTION_ROLE"],
-	"TASKYARD_JOB_TASK_ROLE_PATH":     testEnv["TASKYARD_JOB_TASK_ROLE_PATH"],
+	"TASKYARD_JOB_TASK_ROLE_PATH":     "/taskyard-jobs/",
 	"TASKYARD_TASK_EVENTS_QUEUE_NAME": "taskyard-task-events",
 	"TASKYARD_LOG_BUCKET":             testEnv["TASKYARD_LOG_BUCKET"],
-	"TASKYARD_FIREHOSE_PREFIX":        testEnv["TASKYARD_FIREHOSE_PREFIX"],
+	"TASKYARD_FIREHOSE_PREFIX":        "taskyard-",
 	"TASKYARD_LOG_GROUP":              testEnv["TASKYARD_LOG_GROUP"],
-	"TASKYARD_KMS_KEY_ARN":            testEnv["TASKYARD_KMS_KEY_ARN"],
+	"TASKYARD_KMS_KEY_ARN":            "arn:aws:kms:eu-west-1:123456789012:key/11111111-2222-3333-4444-555555555555",
 }
 
 var envsubstRE = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)

@@ -2,17 +2,22 @@ package deploytest
 
 import (
 	"bytes"
+	"flag"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
 	"runtime"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"text/template"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/taskyard/taskyard/services/kit/config"
 )
 
 // testEnv is the value of every placeholder the deploy files may use. A file
@@ -28,8 +33,6 @@ var testEnv = map[string]string{
 	"TASKYARD_SUBNET_A":            "subnet-0aaa1111",
 	"TASKYARD_SUBNET_B":            "subnet-0bbb2222",
 	"TASKYARD_SECURITY_GROUP":      "sg-0ccc3333",
-	"TASKYARD_NATS_SECRET_PREFIX":  "arn:aws:secretsmanager:eu-west-1:123456789012:secret:taskyard/nats",
-	"TASKYARD_SECRETS_PREFIX":      "arn:aws:secretsmanager:eu-west-1:123456789012:secret:taskyard",
 	"TASKYARD_SSM_PREFIX":          "arn:aws:ssm:eu-west-1:123456789012:parameter/taskyard",
 	"TASKYARD_LOG_GROUP":           "/taskyard/daemons",
 	"TASKYARD_TASK_EVENTS_QUEUE":   "https://sqs.eu-west-1.amazonaws.com/123456789012/taskyard-task-events",
@@ -40,13 +43,7 @@ var testEnv = map[string]string{
 	"TASKYARD_DISCOVERY_NAMESPACE": "taskyard.internal",
 	"TASKYARD_DNS_CACHE_IMAGE":     "123456789012.dkr.ecr.eu-west-1.amazonaws.com/taskyard-dns-cache:2.90",
 	"TASKYARD_NATS_IMAGE":          "123456789012.dkr.ecr.eu-west-1.amazonaws.com/taskyard-nats:2.11",
-	"TASKYARD_JOB_FAMILY_PREFIX":   "taskyard-",
-	"TASKYARD_FIREHOSE_PREFIX":     "taskyard-",
 	"TASKYARD_JOB_EXECUTION_ROLE":  "taskyard-job-execution",
-	"TASKYARD_JOB_TASK_ROLE_PATH":  "/taskyard-jobs/",
-	"TASKYARD_KMS_KEY_ARN":         "arn:aws:kms:eu-west-1:123456789012:key/11111111-2222-3333-4444-555555555555",
-	"TASKYARD_ROLE_PREFIX":         "arn:aws:iam::123456789012:role/taskyard",
-	"TASKYARD_MACKEREL_AGENT_TAG":  "plugins",
 }
 
 // repoRoot is the repository root (tools/deploytest/../..).
@@ -140,4 +137,66 @@ func placeholders(data []byte) []string {
 	}
 	sort.Strings(names)
 	return slices.Compact(names)
+}
+
+// TestPlaceholdersAreKnownAndDocumented: the test values cover exactly the
+// variables the deploy files use (no stale entries), and the runbook lists
+// each one.
+func TestPlaceholdersAreKnownAndDocumented(t *testing.T) {
+	t.Parallel()
+	root := repoRoot(t)
+	used := map[string]bool{}
+	usedIAM := map[string]bool{}
+	err := filepath.WalkDir(filepath.Join(root, "deploy"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		for _, n := range placeholders(data) {
+			used[n] = true
+		}
+		if strings.Contains(filepath.ToSlash(p), "/deploy/iam/") {
+			for _, m := range envsubstRE.FindAllSubmatch(data, -1) {
+				usedIAM[string(m[1])] = true
+			}
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	for n := range testEnv {
+		require.True(t, used[n], "testEnv has %s, which no deploy file uses: remove it", n)
+	}
+	for n := range iamEnv {
+		require.True(t, usedIAM[n], "iamEnv has %s, which no IAM policy uses: remove it", n)
+	}
+	doc, err := os.ReadFile(filepath.Join(root, "docs/deploy-ecs.md"))
+	require.NoError(t, err)
+	for _, m := range []map[string]bool{used, usedIAM} {
+		for n := range m {
+			require.Contains(t, string(doc), "`"+n+"`", "docs/deploy-ecs.md does not document %s", n)
+		}
+	}
+}
+
+// TestRenderVariablesAreNotDaemonFlags: the render-time variables are read
+// by ecspresso and envsubst, never by the daemons; one that a daemon also
+// reads (TASKYARD_<flag>) would change the daemon if it leaked into its
+// environment.
+func TestRenderVariablesAreNotDaemonFlags(t *testing.T) {
+	t.Parallel()
+	for daemon, reg := range daemonFlags {
+		if reg == nil {
+			continue
+		}
+		fs := registeredFlags(t, daemon)
+		fs.VisitAll(func(fl *flag.Flag) {
+			env := config.EnvName(fl.Name)
+			_, inTest := testEnv[env]
+			_, inIAM := iamEnv[env]
+			require.False(t, inTest || inIAM, "render variable %s is also %s's flag --%s", env, daemon, fl.Name)
+		})
+	}
 }
