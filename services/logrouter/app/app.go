@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -105,6 +106,9 @@ type Deps struct {
 	Env func(string) (string, bool)
 	// Ready, when set, is called once every listener is bound.
 	Ready func(Addrs)
+	// AWS, when set, is the base AWS configuration of the s3 and firehose
+	// outputs (credentials, retryer); otherwise the SDK default chain.
+	AWS *aws.Config
 }
 
 type outputRT struct {
@@ -202,7 +206,7 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 		rt := &outputRT{cfg: oc, spool: sp, counters: &output.Counters{}}
 		outs = append(outs, rt)
 		index[oc.Name] = i
-		sink, batchRecs, batchBytes, err := buildSink(ctx, oc, fc, rt.counters, stdout, now, log)
+		sink, batchRecs, batchBytes, err := buildSink(ctx, oc, fc, rt.counters, stdout, sinkDeps{aws: deps.AWS, instance: cfg.Instance, now: now})
 		if err != nil {
 			return fmt.Errorf("output %s: %w", oc.Name, err)
 		}
@@ -459,7 +463,7 @@ func lifecycleServe(ctx context.Context, srv *http.Server, ln net.Listener, time
 	return nil
 }
 
-func buildSink(ctx context.Context, oc lrconfig.Output, fc *lrconfig.File, c *output.Counters, stdout io.Writer, now func() time.Time, log *slog.Logger) (output.Sink, int, int, error) {
+func buildSink(ctx context.Context, oc lrconfig.Output, fc *lrconfig.File, c *output.Counters, stdout io.Writer, d sinkDeps) (output.Sink, int, int, error) {
 	format, err := event.ParseFormat(oc.Format)
 	if err != nil {
 		return nil, 0, 0, err
@@ -470,5 +474,5 @@ func buildSink(ctx context.Context, oc lrconfig.Output, fc *lrconfig.File, c *ou
 	case "file":
 		return &output.File{Path: oc.File.Path, MaxBytes: int64(oc.File.MaxBytes), MaxFiles: oc.File.MaxFiles, Sync: oc.File.Sync, Format: format, Counters: c}, 5000, 4 << 20, nil
 	}
-	return buildRemoteSink(ctx, oc, fc, format, c, now, log)
+	return buildRemoteSink(ctx, oc, fc, format, c, d)
 }

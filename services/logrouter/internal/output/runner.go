@@ -54,7 +54,11 @@ func (e *PartialError) Unwrap() error { return e.Err }
 // 408/429): the events go to the dead-letter file.
 type PermanentError struct {
 	Events []event.Event // nil: the whole batch
-	Err    error
+	// Remaining are events of the batch still to deliver: failed in a
+	// retryable way, or not attempted yet when Untried.
+	Remaining []event.Event
+	Untried   bool
+	Err       error
 }
 
 func (e *PermanentError) Error() string { return "permanent: " + e.Err.Error() }
@@ -221,10 +225,13 @@ func (r *Runner) deliver(ctx context.Context, evs []event.Event, end spool.Pos) 
 				bad = perm.Events
 			}
 			r.deadLetter(bad, err)
-			if perm.Events == nil || len(perm.Events) == len(evs) {
+			if len(perm.Remaining) == 0 {
 				return end, nil
 			}
-			evs = without(evs, perm.Events)
+			evs = perm.Remaining
+			if perm.Untried {
+				continue // not attempted yet: no backoff, not a retry
+			}
 		}
 		if r.Retry.Limit > 0 && attempt >= r.Retry.Limit {
 			r.Counters.RetriesFailed.Add(1)
@@ -241,29 +248,6 @@ func (r *Runner) deliver(ctx context.Context, evs []event.Event, end spool.Pos) 
 			return spool.Pos{}, ctx.Err()
 		}
 	}
-}
-
-// without removes the events of drop (compared by identity of position
-// in evs is not available, so by value of time+log).
-func without(evs, drop []event.Event) []event.Event {
-	type k struct {
-		t   int64
-		log string
-	}
-	m := map[k]int{}
-	for _, e := range drop {
-		m[k{e.Time.UnixNano(), e.Log}]++
-	}
-	var out []event.Event
-	for _, e := range evs {
-		kk := k{e.Time.UnixNano(), e.Log}
-		if m[kk] > 0 {
-			m[kk]--
-			continue
-		}
-		out = append(out, e)
-	}
-	return out
 }
 
 func (r *Runner) flush(ctx context.Context, all bool) (spool.Pos, bool, error) {

@@ -1,0 +1,238 @@
+// Package s3out archives events to S3 as gzip NDJSON objects. Events are
+// grouped by their rendered key prefix (default
+// {cluster}/{service}/%Y/%m/%d/%H/ from the event time); a group becomes
+// one object when it reaches FlushBytes of uncompressed data or FlushAge,
+// so a busy service writes few large objects and a quiet one at most one
+// per FlushAge — no small-object storms. Objects larger than PartBytes
+// are sent with multipart upload. Nothing is committed in the spool until
+// the object holding it is uploaded; after a crash the open groups are
+// rebuilt from the spool.
+package s3out
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/taskyard/taskyard/services/logrouter/internal/event"
+	"github.com/taskyard/taskyard/services/logrouter/internal/output"
+	"github.com/taskyard/taskyard/services/logrouter/internal/spool"
+)
+
+// Config configures the sink.
+type Config struct {
+	Bucket string
+	// KeyTemplate (output.Template syntax) must contain {unique}.
+	KeyTemplate string
+	FlushBytes  int64
+	FlushAge    time.Duration
+	PartBytes   int64
+	// BufferLimit bounds compressed bytes held in memory; above it the
+	// largest group is uploaded early.
+	BufferLimit int64
+	Format      event.Format
+	// Instance goes into {unique} so two logrouters never collide.
+	Instance string
+	Now      func() time.Time
+}
+
+type group struct {
+	prefix, suffix string
+	key            string
+	start          spool.Pos // no record of the group is before this
+	opened         time.Time
+	buf            bytes.Buffer
+	zw             *gzip.Writer
+	raw            int64
+	records        int64
+}
+
+// Sink is the S3 output.
+type Sink struct {
+	c        Config
+	client   *s3.Client
+	counters *output.Counters
+
+	open    map[string]*group
+	pending []*group // closed, waiting for upload
+	lastEnd spool.Pos
+	seq     atomic.Int64
+	line    []byte
+}
+
+// New returns the sink.
+func New(c Config, client *s3.Client, counters *output.Counters) (*Sink, error) {
+	if !strings.Contains(c.KeyTemplate, "{unique}") {
+		return nil, fmt.Errorf("s3 key template %q must contain {unique}", c.KeyTemplate)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.PartBytes < 5<<20 {
+		c.PartBytes = 5 << 20
+	}
+	return &Sink{c: c, client: client, counters: counters, open: map[string]*group{}}, nil
+}
+
+func (s *Sink) prefix(e *event.Event) (string, string) {
+	full := output.Template(s.c.KeyTemplate).Render(e)
+	pre, suf, _ := strings.Cut(full, "{unique}")
+	return pre, suf
+}
+
+// Deliver adds evs to their groups; nothing is uploaded here.
+func (s *Sink) Deliver(_ context.Context, evs []event.Event, end spool.Pos) (spool.Pos, error) {
+	batchStart := s.lastEnd
+	for i := range evs {
+		pre, suf := s.prefix(&evs[i])
+		g := s.open[pre+"\x00"+suf]
+		if g == nil {
+			now := s.c.Now()
+			g = &group{prefix: pre, suffix: suf, start: batchStart, opened: now}
+			g.key = fmt.Sprintf("%s%s-%d-%d%s", pre, s.c.Instance, now.UnixNano(), s.seq.Add(1), suf)
+			g.zw, _ = gzip.NewWriterLevel(&g.buf, gzip.DefaultCompression)
+			s.open[pre+"\x00"+suf] = g
+		}
+		s.line = evs[i].AppendLine(s.line[:0], s.c.Format)
+		_, _ = g.zw.Write(s.line)
+		g.raw += int64(len(s.line))
+		g.records++
+	}
+	s.lastEnd = end
+	return s.safe(), nil
+}
+
+// safe is the first position some unuploaded group may hold.
+func (s *Sink) safe() spool.Pos {
+	p := s.lastEnd
+	for _, g := range s.open {
+		if g.start.Less(p) {
+			p = g.start
+		}
+	}
+	for _, g := range s.pending {
+		if g.start.Less(p) {
+			p = g.start
+		}
+	}
+	return p
+}
+
+func (s *Sink) buffered() int64 {
+	var n int64
+	for _, g := range s.open {
+		n += int64(g.buf.Len())
+	}
+	for _, g := range s.pending {
+		n += int64(g.buf.Len())
+	}
+	return n
+}
+
+func (s *Sink) closeGroup(k string, g *group) {
+	_ = g.zw.Close()
+	delete(s.open, k)
+	s.pending = append(s.pending, g)
+}
+
+// Flush closes groups that are due (all of them when all) and uploads
+// every closed group.
+func (s *Sink) Flush(ctx context.Context, all bool) (spool.Pos, bool, error) {
+	now := s.c.Now()
+	for k, g := range s.open {
+		if all || g.raw >= s.c.FlushBytes || now.Sub(g.opened) >= s.c.FlushAge {
+			s.closeGroup(k, g)
+		}
+	}
+	// Memory cap: close the biggest groups until under the limit.
+	for s.c.BufferLimit > 0 && s.buffered() > s.c.BufferLimit && len(s.open) > 0 {
+		keys := make([]string, 0, len(s.open))
+		for k := range s.open {
+			keys = append(keys, k)
+		}
+		sort.Slice(keys, func(i, j int) bool { return s.open[keys[i]].buf.Len() > s.open[keys[j]].buf.Len() })
+		s.closeGroup(keys[0], s.open[keys[0]])
+	}
+	for len(s.pending) > 0 {
+		g := s.pending[0]
+		if err := s.upload(ctx, g); err != nil {
+			return s.safe(), true, err
+		}
+		s.pending = s.pending[1:]
+		s.counters.ProcRecords.Add(g.records)
+		s.counters.ProcBytes.Add(g.raw)
+	}
+	return s.safe(), true, nil
+}
+
+func (s *Sink) upload(ctx context.Context, g *group) error {
+	body := g.buf.Bytes()
+	in := &s3.PutObjectInput{
+		Bucket:          aws.String(s.c.Bucket),
+		Key:             aws.String(g.key),
+		Body:            bytes.NewReader(body),
+		ContentType:     aws.String("application/x-ndjson"),
+		ContentEncoding: aws.String("gzip"),
+	}
+	if int64(len(body)) <= s.c.PartBytes {
+		in.ContentLength = aws.Int64(int64(len(body)))
+		if _, err := s.client.PutObject(ctx, in); err != nil {
+			return fmt.Errorf("put s3://%s/%s: %w", s.c.Bucket, g.key, err)
+		}
+		return nil
+	}
+	if err := s.multipart(ctx, g.key, body); err != nil {
+		return fmt.Errorf("multipart upload s3://%s/%s: %w", s.c.Bucket, g.key, err)
+	}
+	return nil
+}
+
+// multipart uploads body in PartBytes parts (the last may be smaller) and
+// aborts the upload on failure so no parts are left billed.
+func (s *Sink) multipart(ctx context.Context, key string, body []byte) error {
+	cr, err := s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
+		Bucket: aws.String(s.c.Bucket), Key: aws.String(key),
+		ContentType: aws.String("application/x-ndjson"), ContentEncoding: aws.String("gzip"),
+	})
+	if err != nil {
+		return err
+	}
+	abort := func(err error) error {
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		_, _ = s.client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{Bucket: aws.String(s.c.Bucket), Key: aws.String(key), UploadId: cr.UploadId})
+		return err
+	}
+	var parts []types.CompletedPart
+	for i, n := 0, int32(1); i < len(body); i, n = i+int(s.c.PartBytes), n+1 {
+		part := body[i:min(i+int(s.c.PartBytes), len(body))]
+		up, err := s.client.UploadPart(ctx, &s3.UploadPartInput{
+			Bucket: aws.String(s.c.Bucket), Key: aws.String(key), UploadId: cr.UploadId,
+			PartNumber: aws.Int32(n), Body: bytes.NewReader(part), ContentLength: aws.Int64(int64(len(part))),
+		})
+		if err != nil {
+			return abort(err)
+		}
+		parts = append(parts, types.CompletedPart{ETag: up.ETag, PartNumber: aws.Int32(n)})
+	}
+	_, err = s.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
+		Bucket: aws.String(s.c.Bucket), Key: aws.String(key), UploadId: cr.UploadId,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
+	})
+	if err != nil {
+		return abort(err)
+	}
+	return nil
+}
+
+// Close drops in-memory groups; their records are still in the spool.
+func (s *Sink) Close() error { return nil }

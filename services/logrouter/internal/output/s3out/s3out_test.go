@@ -1,0 +1,167 @@
+package s3out
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"net/http/httptest"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/johannesboyne/gofakes3"
+	"github.com/johannesboyne/gofakes3/backend/s3mem"
+	"github.com/stretchr/testify/require"
+
+	"github.com/taskyard/taskyard/services/logrouter/internal/event"
+	"github.com/taskyard/taskyard/services/logrouter/internal/output"
+	"github.com/taskyard/taskyard/services/logrouter/internal/spool"
+)
+
+// fakeS3 is gofakes3 over real HTTP with a bucket "logs".
+func fakeS3(t *testing.T) *s3.Client {
+	t.Helper()
+	srv := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
+	t.Cleanup(srv.Close)
+	c := s3.New(s3.Options{
+		BaseEndpoint: aws.String(srv.URL), Region: "us-east-1", UsePathStyle: true,
+		Credentials: credentials.NewStaticCredentialsProvider("AKID", "SECRET", ""),
+	})
+	_, err := c.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String("logs")})
+	require.NoError(t, err)
+	return c
+}
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+func objects(t *testing.T, c *s3.Client) map[string][]string {
+	t.Helper()
+	out := map[string][]string{}
+	l, err := c.ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String("logs")})
+	require.NoError(t, err)
+	for _, o := range l.Contents {
+		g, err := c.GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String("logs"), Key: o.Key})
+		require.NoError(t, err)
+		zr, err := gzip.NewReader(g.Body)
+		require.NoError(t, err)
+		sc := bufio.NewScanner(zr)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			out[*o.Key] = append(out[*o.Key], sc.Text())
+		}
+		require.NoError(t, sc.Err())
+		g.Body.Close()
+	}
+	return out
+}
+
+func ev(service string, t time.Time, log string) event.Event {
+	return event.Event{Time: t, Cluster: "prod", Service: service, Level: "info", Log: log}
+}
+
+func TestGroupsByKeyAndFlushesOnAgeSizeAndDrain(t *testing.T) {
+	t.Parallel()
+	client := fakeS3(t)
+	clk := &clock{t: time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)}
+	var c output.Counters
+	s, err := New(Config{Bucket: "logs", KeyTemplate: "{cluster}/{service}/%Y/%m/%d/%H/{unique}.ndjson.gz", FlushBytes: 4000, FlushAge: 5 * time.Minute, Format: event.FormatRaw, Instance: "i1", Now: clk.now}, client, &c)
+	require.NoError(t, err)
+	ctx := context.Background()
+	h10 := time.Date(2026, 11, 21, 10, 59, 0, 0, time.UTC)
+	h11 := h10.Add(2 * time.Minute)
+	p1 := spool.Pos{Seg: 1, Off: 100}
+	safe, err := s.Deliver(ctx, []event.Event{ev("a", h10, "a1"), ev("a", h11, "a2"), ev("b", h10, "b1")}, p1)
+	require.NoError(t, err)
+	require.Equal(t, spool.Pos{}, safe, "nothing uploaded: nothing safe to commit")
+	_, _, err = s.Flush(ctx, false)
+	require.NoError(t, err)
+	require.Empty(t, objects(t, client), "young, small groups are not uploaded")
+
+	clk.add(5 * time.Minute)
+	safe, _, err = s.Flush(ctx, false)
+	require.NoError(t, err)
+	require.Equal(t, p1, safe)
+	objs := objects(t, client)
+	require.Len(t, objs, 3)
+	var keys []string
+	for k := range objs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	require.Regexp(t, `^prod/a/2026/11/21/10/i1-\d+-\d+\.ndjson\.gz$`, keys[0])
+	require.Regexp(t, `^prod/a/2026/11/21/11/`, keys[1])
+	require.Regexp(t, `^prod/b/2026/11/21/10/`, keys[2])
+	require.Equal(t, []string{"a1"}, objs[keys[0]])
+	require.Equal(t, int64(3), c.ProcRecords.Load())
+
+	// Size: a group past FlushBytes is uploaded at the next flush.
+	var big []event.Event
+	for i := 0; i < 100; i++ {
+		big = append(big, ev("c", h10, fmt.Sprintf("line-%03d-%s", i, "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx")))
+	}
+	p2 := spool.Pos{Seg: 1, Off: 200}
+	_, err = s.Deliver(ctx, big, p2)
+	require.NoError(t, err)
+	_, err = s.Deliver(ctx, []event.Event{ev("d", h10, "d1")}, spool.Pos{Seg: 1, Off: 300})
+	require.NoError(t, err)
+	safe, _, err = s.Flush(ctx, false)
+	require.NoError(t, err)
+	require.Equal(t, p2, safe, "d's group is still open: commit stops before it")
+	require.Len(t, objects(t, client), 4)
+
+	// Drain uploads everything.
+	safe, _, err = s.Flush(ctx, true)
+	require.NoError(t, err)
+	require.Equal(t, spool.Pos{Seg: 1, Off: 300}, safe)
+	require.Len(t, objects(t, client), 5)
+}
+
+func TestMultipartForLargeObjects(t *testing.T) {
+	t.Parallel()
+	client := fakeS3(t)
+	var c output.Counters
+	s, err := New(Config{Bucket: "logs", KeyTemplate: "{service}/{unique}.gz", FlushBytes: 64 << 20, FlushAge: time.Hour, PartBytes: 5 << 20, Format: event.FormatRaw, Instance: "i"}, client, &c)
+	require.NoError(t, err)
+	// ~8 MiB of incompressible lines: more than one 5 MiB part gzipped.
+	var evs []event.Event
+	raw := make([]byte, 6<<10)
+	for i := 0; i < 1300; i++ {
+		_, _ = rand.Read(raw)
+		evs = append(evs, ev("big", time.Now(), fmt.Sprintf("%05d %s", i, base64.StdEncoding.EncodeToString(raw))))
+	}
+	_, err = s.Deliver(context.Background(), evs, spool.Pos{Seg: 1, Off: 1})
+	require.NoError(t, err)
+	var buf bytes.Buffer
+	for _, g := range s.open {
+		require.NoError(t, g.zw.Flush())
+		buf.Write(g.buf.Bytes())
+	}
+	require.Greater(t, buf.Len(), 5<<20, "the object needs multipart")
+	_, _, err = s.Flush(context.Background(), true)
+	require.NoError(t, err)
+	objs := objects(t, client)
+	require.Len(t, objs, 1)
+	for _, lines := range objs {
+		require.Len(t, lines, 1300)
+		require.Equal(t, "00000 ", lines[0][:6])
+		require.Equal(t, "01299 ", lines[1299][:6])
+	}
+}
