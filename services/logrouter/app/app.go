@@ -265,6 +265,7 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	var addrs Addrs
 	var fwLn, httpInLn net.Listener
 	var fwSrv *forward.Server
+	var hbConn net.PacketConn
 	if f := fc.Inputs.Forward; f != nil {
 		var tc *tls.Config
 		if f.TLS != nil {
@@ -297,6 +298,12 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 		}
 		fwLn = ln
 		addrs.Forward = ln.Addr().String()
+		if f.UDPHeartbeat == nil || *f.UDPHeartbeat {
+			if hbConn, err = net.ListenPacket("udp", addrs.Forward); err != nil {
+				closeAll(fwLn)
+				return fmt.Errorf("forward heartbeat listen udp %s: %w", addrs.Forward, err)
+			}
+		}
 	}
 	if h := fc.Inputs.HTTP; h != nil {
 		ln, err := net.Listen("tcp", h.Listen)
@@ -364,6 +371,15 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 			if err := fwSrv.Serve(ctx, fwLn, cfg.DrainTimeout/2); err != nil {
 				log.Error("forward input stopped", "err", err)
 				cancel(err)
+			}
+		}()
+	}
+	if hbConn != nil {
+		inputsWG.Add(1)
+		go func() {
+			defer inputsWG.Done()
+			if err := fwSrv.ServeHeartbeat(ctx, hbConn); err != nil {
+				log.Warn("forward heartbeat stopped", "err", err)
 			}
 		}()
 	}

@@ -242,8 +242,11 @@ func (s *Server) readLoop(ctx context.Context, c net.Conn, acks chan<- ackJob, s
 			if n > s.c.MaxFrameBytes {
 				return perr("oversize", "message of %d bytes is larger than %d", n, s.c.MaxFrameBytes)
 			}
-			if err := s.frame(ctx, buf[start:start+n], acks); err != nil {
-				return err
+			// A lone nil is a keepalive ("transport" heartbeat): skip it.
+			if n != 1 || buf[start] != 0xc0 {
+				if err := s.frame(ctx, buf[start:start+n], acks); err != nil {
+					return err
+				}
 			}
 			start += n
 		}
@@ -334,6 +337,26 @@ func (s *Server) acker(ctx context.Context, c net.Conn, acks <-chan ackJob, log 
 			failed = true
 			c.Close()
 		}
+	}
+}
+
+// ServeHeartbeat answers fluentd's UDP heartbeats (heartbeat_type udp)
+// on pc with the one-byte response 0x00 until ctx ends.
+func (s *Server) ServeHeartbeat(ctx context.Context, pc net.PacketConn) error {
+	go func() {
+		<-ctx.Done()
+		pc.Close()
+	}()
+	buf := make([]byte, 512)
+	for {
+		_, addr, err := pc.ReadFrom(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("heartbeat: %w", err)
+		}
+		_, _ = pc.WriteTo([]byte{0}, addr)
 	}
 }
 

@@ -47,6 +47,9 @@ type Forward struct {
 	MemoryLimit Size `yaml:"memoryLimit"`
 	// IdleTimeout closes silent connections (default 5m).
 	IdleTimeout Duration `yaml:"idleTimeout"`
+	// UDPHeartbeat answers fluentd's UDP heartbeats on the same port
+	// (default true).
+	UDPHeartbeat *bool `yaml:"udpHeartbeat"`
 }
 
 // User is a forward handshake user.
