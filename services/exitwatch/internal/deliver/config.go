@@ -100,7 +100,9 @@ type Route struct {
 
 // Matches reports whether a matches the route.
 func (r *Route) Matches(a *v1.Alert) bool {
-	in := func(list []string, v string) bool { return len(list) == 0 || slices.Contains(list, v) || slices.Contains(list, "*") }
+	in := func(list []string, v string) bool {
+		return len(list) == 0 || slices.Contains(list, v) || slices.Contains(list, "*")
+	}
 	return in(r.Kinds, a.GetKind()) && in(r.Severities, v1.SeverityName(a.GetSeverity())) && in(r.Schedules, a.GetSchedule()) &&
 		in(r.Clusters, a.GetCluster()) && in(r.AlertChannels, a.GetChannel()) && (r.Resolved == nil || *r.Resolved == a.GetResolved())
 }

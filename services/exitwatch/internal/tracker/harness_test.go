@@ -31,8 +31,8 @@ type clock struct {
 	t  time.Time
 }
 
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
+func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Set(t time.Time)     { c.mu.Lock(); c.t = t; c.mu.Unlock() }
 func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
 // bus records what exitwatch publishes.
@@ -146,7 +146,10 @@ func (h *harness) applySchedule(spec *v1.ScheduleSpec) {
 	require.NoError(h.t, err)
 	_, err = h.env.KV(h.t, "taskyard-schedules").Put(context.Background(), spec.GetName(), data)
 	require.NoError(h.t, err)
-	require.Eventually(h.t, func() bool { it, ok := h.list.Get(spec.GetName()); return ok && it.Enabled == spec.GetTiming().GetEnabled() }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(h.t, func() bool {
+		it, ok := h.list.Get(spec.GetName())
+		return ok && it.Enabled == spec.GetTiming().GetEnabled()
+	}, 5*time.Second, 10*time.Millisecond)
 }
 
 func spec(name, expr string) *v1.ScheduleSpec {

@@ -223,7 +223,9 @@ func TestLostOverrunStuckSilent(t *testing.T) {
 
 	h.clock.Set(t0.Add(11 * time.Minute))
 	h.tr.Tick(context.Background())
-	h.eventually(func() bool { return len(h.bus.AlertsOf(tracker.KindStuckPending)) == 1 && len(h.bus.AlertsOf(tracker.KindSilentRun)) == 1 }, "stuck + silent")
+	h.eventually(func() bool {
+		return len(h.bus.AlertsOf(tracker.KindStuckPending)) == 1 && len(h.bus.AlertsOf(tracker.KindSilentRun)) == 1
+	}, "stuck + silent")
 	require.Equal(t, stuck, h.bus.AlertsOf(tracker.KindStuckPending)[0].GetRunId())
 	require.Equal(t, silent, h.bus.AlertsOf(tracker.KindSilentRun)[0].GetRunId())
 	require.Empty(t, h.bus.AlertsOf(tracker.KindOverrun))
@@ -290,7 +292,10 @@ func TestNoSuccessOverlapCapacitySummary(t *testing.T) {
 	id := v1.RunID("sync", t0.Add(time.Hour), v1.Trigger_TRIGGER_MANUAL)
 	h.dispatch(dispatched("sync", id, t0.Add(time.Hour), "task-5"))
 	h.task(&v1.TaskStateChanged{TaskArn: "task-5", RunId: id, Schedule: "sync", Cluster: "batch", LastStatus: "RUNNING", Version: 3, StartedAt: timestamppb.New(t0.Add(time.Hour))})
-	h.eventually(func() bool { r, ok := h.store.Get(id); return ok && len(r.GetTasks()) == 1 && r.GetTasks()[0].GetLastStatus() == "RUNNING" }, "fifth")
+	h.eventually(func() bool {
+		r, ok := h.store.Get(id)
+		return ok && len(r.GetTasks()) == 1 && r.GetTasks()[0].GetLastStatus() == "RUNNING"
+	}, "fifth")
 	h.tr.Tick(context.Background())
 	h.eventually(func() bool { return len(h.bus.AlertsOf(tracker.KindClusterCapacity)) == 2 }, "capacity critical")
 	require.Equal(t, v1.Severity_SEVERITY_CRITICAL, h.bus.AlertsOf(tracker.KindClusterCapacity)[1].GetSeverity())
