@@ -1,7 +1,27 @@
 package main
 
-import "github.com/taskyard/taskyard/services/kit/lifecycle"
+import (
+	"context"
+	"path/filepath"
 
-// devLogrouter builds the in-process logrouter for taskyard dev (placeholder until it lands:
-// a nil actor is not started).
-func devLogrouter(env devEnv) (lifecycle.Actor, error) { return nil, nil }
+	"github.com/taskyard/taskyard/services/kit/lifecycle"
+	"github.com/taskyard/taskyard/services/logrouter/app"
+)
+
+// devLogrouter runs the logrouter in `taskyard dev`: Fluent Forward on
+// --forward-listen, every record to --logs-dir/taskyard.ndjson and to
+// stdout, HTTP (health, /api/v1/metrics) on 127.0.0.1:2021, spools under
+// <data>/logrouter/spool.
+func devLogrouter(env devEnv) (lifecycle.Actor, error) {
+	listen := env.ForwardListen
+	if listen == "" {
+		listen = "127.0.0.1:24224"
+	}
+	cfg := app.DevConfig(env.NATS, listen, "", "127.0.0.1:2021", env.LogsDir, filepath.Join(env.DataDir, "logrouter"))
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) error {
+		return app.Run(ctx, cfg, app.Deps{Log: env.Log})
+	}, nil
+}
