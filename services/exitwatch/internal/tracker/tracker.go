@@ -565,7 +565,9 @@ func (t *Tracker) OnLogStats(ctx context.Context, s *v1.LogStats) error {
 		if n <= 0 {
 			continue
 		}
-		_, _, err := t.d.Store.Update(ctx, runID, nil, func(r *v1.RunRecord) bool {
+		// Log counts can overtake the dispatch event (another consumer):
+		// the record is created here and completed by the dispatch.
+		_, _, err := t.d.Store.Update(ctx, runID, func() *v1.RunRecord { return &v1.RunRecord{RunId: runID} }, func(r *v1.RunRecord) bool {
 			r.LogRecords += n
 			return true
 		})
