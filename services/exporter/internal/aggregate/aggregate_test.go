@@ -2,11 +2,13 @@ package aggregate
 
 import (
 	"encoding/json"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	v1 "github.com/taskyard/taskyard/proto/taskyard/v1"
@@ -39,7 +41,7 @@ func flat(t *testing.T, s *Store, now time.Time) map[string]float64 {
 	return out
 }
 
-func apply(t *testing.T, s *Store, stream string, seq uint64, subject string, m proto.Message) {
+func apply(t testing.TB, s *Store, stream string, seq uint64, subject string, m proto.Message) {
 	t.Helper()
 	data, err := proto.Marshal(m)
 	require.NoError(t, err)
@@ -198,4 +200,34 @@ func FuzzApply(f *testing.F) {
 		_, err := s.TakeDirty(nil)
 		require.NoError(t, err)
 	})
+}
+
+func BenchmarkApply(b *testing.B) {
+	s := New("", nil)
+	subj := v1.Subjects{}.RunFinished("job-0001")
+	data, _ := proto.Marshal(&v1.RunFinished{RunId: "job-0001-20260101T000000Z-s-0123456789abcdef", Schedule: "job-0001", Cluster: "c",
+		ScheduledAt: timestamppb.New(t0), StartedAt: timestamppb.New(t0), FinishedAt: timestamppb.New(t0.Add(time.Minute)), Outcome: v1.Outcome_OUTCOME_SUCCEEDED,
+		Containers: []*v1.ContainerExit{{Name: "app", HasExitCode: true, Essential: true}}, TaskIds: []string{"arn:aws:ecs:ap-northeast-1:123456789012:task/c/0123456789abcdef"}})
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		_ = s.Apply("RUNS", uint64(i+1), subj, nil, data)
+	}
+}
+
+func BenchmarkTakeDirty1000Schedules(b *testing.B) {
+	s := New("", nil)
+	for i := range 1000 {
+		name := "job-" + string(rune('a'+i%26)) + strconv.Itoa(i)
+		apply(b, s, "RUNS", uint64(i+1), v1.Subjects{}.RunFinished(name), &v1.RunFinished{RunId: "r", Schedule: name, Outcome: v1.Outcome_OUTCOME_SUCCEEDED,
+			FinishedAt: timestamppb.New(t0), Duration: durationpb.New(time.Minute)})
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		s.mu.Lock()
+		for k, v := range s.schedules {
+			s.dirty[EntityKey(KindSchedule, k)] = v
+		}
+		s.mu.Unlock()
+		_, _ = s.TakeDirty(nil)
+	}
 }

@@ -78,7 +78,7 @@ type Schedule struct {
 	LastLagSeconds float64   `json:"last_dispatch_lag_seconds"`
 }
 
-const doneMemory = 64
+const doneMemory = 8
 
 func (s *Schedule) finish(runID string) {
 	delete(s.Active, runID)
@@ -130,7 +130,7 @@ type Cluster struct {
 }
 
 // TaskMemory is how long a stopped task is remembered.
-const TaskMemory = time.Hour
+const TaskMemory = 10 * time.Minute
 
 func (c *Cluster) running() int64 {
 	var n int64

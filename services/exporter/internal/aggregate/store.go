@@ -4,7 +4,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -366,14 +365,11 @@ func (s *Store) SetTaskLimits(limits map[string]int64) {
 	s.limits = limits
 }
 
-// safeKey is what may appear unencoded as one token of a KV key.
-var safeKey = regexp.MustCompile(`^[-_a-zA-Z0-9]+$`)
-
 // EntityKey is the key of an entity below the exporter's snapshot prefix:
 // <kind>.<id>, the id base64url-encoded (prefixed "~") unless it is already
 // a plain token.
 func EntityKey(kind, id string) string {
-	if safeKey.MatchString(id) {
+	if id != "" && safe(id, false) == id {
 		return kind + "." + id
 	}
 	return kind + ".~" + base64.RawURLEncoding.EncodeToString([]byte(id))

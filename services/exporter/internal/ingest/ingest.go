@@ -79,7 +79,9 @@ type Config struct {
 	// FlushInterval is the longest time between snapshot writes (and so
 	// between acknowledgements). Default 1s.
 	FlushInterval time.Duration
-	// FlushEvery flushes early after this many messages. Default 2000.
+	// FlushEvery flushes early after this many messages. Default 50000:
+	// under load an entity is written about once per FlushInterval however
+	// many messages touch it.
 	FlushEvery int
 	// AckWait is the consumers' redelivery timeout. Default 30s.
 	AckWait time.Duration
@@ -93,7 +95,7 @@ func (c Config) withDefaults() Config {
 		c.FlushInterval = time.Second
 	}
 	if c.FlushEvery <= 0 {
-		c.FlushEvery = 2000
+		c.FlushEvery = 50000
 	}
 	if c.AckWait <= 0 {
 		c.AckWait = 30 * time.Second
