@@ -27,7 +27,18 @@ func documented(t *testing.T) (prefix string, diff *regexp.Regexp) {
 	require.NoError(t, err)
 	line := regexp.MustCompile(`(?m)^mackerel-plugin-json -url=\S+ -prefix=(\S+) -diff='([^']+)'$`).FindSubmatch(doc)
 	require.NotNil(t, line, "no mackerel-plugin-json command line in examples/mackerel-plugin-json.md")
-	return string(line[1]), regexp.MustCompile(string(line[2]))
+	prefix, diff = string(line[1]), regexp.MustCompile(string(line[2]))
+	// The TOML forms (this file's and examples/mackerel-agent.conf's) carry
+	// the same expression.
+	conf, err := os.ReadFile(filepath.Join("..", "..", "..", "examples", "mackerel-agent.conf"))
+	require.NoError(t, err)
+	toml := regexp.MustCompile(`'-diff=([^']+)'`)
+	for _, src := range [][]byte{doc, conf} {
+		m := toml.FindSubmatch(src)
+		require.NotNil(t, m)
+		require.Equal(t, diff.String(), string(m[1]))
+	}
+	return prefix, diff
 }
 
 // TestMackerelPluginJSON runs the real mackerel-plugin-json v1.2.8 twice

@@ -231,3 +231,39 @@ func BenchmarkTakeDirty1000Schedules(b *testing.B) {
 		_, _ = s.TakeDirty(nil)
 	}
 }
+
+// BenchmarkRender10kSchedules renders /api/v1/metrics for 10,000 schedules
+// that each have run (dispatches, verdicts, logs), 50 clusters and 20
+// logrouter instances.
+func BenchmarkRender10kSchedules(b *testing.B) {
+	s := New("", nil)
+	seq := uint64(0)
+	subj := v1.Subjects{}
+	for i := range 10000 {
+		name := "schedule-" + strconv.Itoa(i)
+		cluster := "cluster-" + strconv.Itoa(i%50)
+		at := t0.Add(time.Duration(i) * time.Second)
+		id := name + "-r"
+		seq++
+		apply(b, s, "RUNS", seq, subj.RunDispatched(name), &v1.RunDispatched{RunId: id, Schedule: name, Cluster: cluster,
+			ScheduledAt: timestamppb.New(at), DispatchedAt: timestamppb.New(at.Add(time.Second)), TaskIds: []string{id}})
+		seq++
+		apply(b, s, "RUNS", seq, subj.RunFinished(name), &v1.RunFinished{RunId: id, Schedule: name, Cluster: cluster, ScheduledAt: timestamppb.New(at),
+			FinishedAt: timestamppb.New(at.Add(time.Minute)), Duration: durationpb.New(time.Minute), Outcome: v1.Outcome_OUTCOME_SUCCEEDED,
+			Containers: []*v1.ContainerExit{{Name: "app", HasExitCode: true, Essential: true}}, TaskIds: []string{id}})
+		seq++
+		apply(b, s, "STATS", seq, subj.LogStats(cluster, name), &v1.LogStats{Cluster: cluster, Service: name, Records: 100, Bytes: 10000,
+			RecordsByLevel: map[string]int64{"info": 95, "error": 5}})
+	}
+	for i := range 20 {
+		seq++
+		apply(b, s, "STATS", seq, subj.DaemonStats("logrouter", "lr-"+strconv.Itoa(i)), stats("lr-"+strconv.Itoa(i), t0, t0, map[string]int64{"proc_records": 5, "errors": 1}))
+	}
+	now := t0.Add(24 * time.Hour)
+	buf := s.RenderJSON(nil, now, RenderOptions{StaleAfter: time.Minute})
+	b.ReportMetric(float64(len(buf)), "bytes/doc")
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = s.RenderJSON(buf[:0], now, RenderOptions{StaleAfter: time.Minute})
+	}
+}
