@@ -77,8 +77,8 @@ func New(c Config, client *s3.Client, counters *output.Counters) (*Sink, error) 
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	if c.PartBytes < 5<<20 {
-		c.PartBytes = 5 << 20
+	if c.PartBytes <= 0 {
+		c.PartBytes = 8 << 20 // S3 takes parts of 5 MiB and more (the config enforces it)
 	}
 	return &Sink{c: c, client: client, counters: counters, open: map[string]*group{}}, nil
 }

@@ -8,9 +8,11 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,8 +30,21 @@ import (
 
 // fakeS3 is gofakes3 over real HTTP with a bucket "logs".
 func fakeS3(t *testing.T) *s3.Client {
+	c, _ := fakeS3Parts(t)
+	return c
+}
+
+// fakeS3Parts also counts UploadPart requests.
+func fakeS3Parts(t *testing.T) (*s3.Client, *atomic.Int64) {
 	t.Helper()
-	srv := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
+	parts := &atomic.Int64{}
+	fake := gofakes3.New(s3mem.New()).Server()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut && r.URL.Query().Get("partNumber") != "" {
+			parts.Add(1)
+		}
+		fake.ServeHTTP(w, r)
+	}))
 	t.Cleanup(srv.Close)
 	c := s3.New(s3.Options{
 		BaseEndpoint: aws.String(srv.URL), Region: "us-east-1", UsePathStyle: true,
@@ -37,7 +52,7 @@ func fakeS3(t *testing.T) *s3.Client {
 	})
 	_, err := c.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String("logs")})
 	require.NoError(t, err)
-	return c
+	return c, parts
 }
 
 type clock struct {
@@ -136,13 +151,13 @@ func TestGroupsByKeyAndFlushesOnAgeSizeAndDrain(t *testing.T) {
 
 func TestMultipartForLargeObjects(t *testing.T) {
 	t.Parallel()
-	client := fakeS3(t)
+	client, parts := fakeS3Parts(t)
 	var c output.Counters
-	s, err := New(Config{Bucket: "logs", KeyTemplate: "{service}/{unique}.gz", FlushBytes: 64 << 20, FlushAge: time.Hour, PartBytes: 5 << 20, Format: event.FormatRaw, Instance: "i"}, client, &c)
+	s, err := New(Config{Bucket: "logs", KeyTemplate: "{service}/{unique}.gz", FlushBytes: 64 << 20, FlushAge: time.Hour, PartBytes: 256 << 10, Format: event.FormatRaw, Instance: "i"}, client, &c)
 	require.NoError(t, err)
-	// ~8 MiB of incompressible lines: more than one 5 MiB part gzipped.
+	// ~800 KiB of incompressible lines: several 256 KiB parts gzipped.
 	var evs []event.Event
-	raw := make([]byte, 6<<10)
+	raw := make([]byte, 600)
 	for i := 0; i < 1300; i++ {
 		_, _ = rand.Read(raw)
 		evs = append(evs, ev("big", time.Now(), fmt.Sprintf("%05d %s", i, base64.StdEncoding.EncodeToString(raw))))
@@ -154,9 +169,14 @@ func TestMultipartForLargeObjects(t *testing.T) {
 		require.NoError(t, g.zw.Flush())
 		buf.Write(g.buf.Bytes())
 	}
-	require.Greater(t, buf.Len(), 5<<20, "the object needs multipart")
+	require.Greater(t, buf.Len(), 2*(256<<10), "the object needs at least three parts")
 	_, _, err = s.Flush(context.Background(), true)
 	require.NoError(t, err)
+	l, err := client.ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String("logs")})
+	require.NoError(t, err)
+	size := aws.ToInt64(l.Contents[0].Size)
+	require.Equal(t, (size+(256<<10)-1)/(256<<10), parts.Load(), "uploaded in 256 KiB parts")
+	require.GreaterOrEqual(t, parts.Load(), int64(3))
 	objs := objects(t, client)
 	require.Len(t, objs, 1)
 	for _, lines := range objs {
