@@ -7,6 +7,7 @@ package app
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -383,4 +384,27 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	log.Info("exitwatch started", "instance", cfg.Instance, "http", ln.Addr().String(), "clusters", len(clusters),
 		"sqs", cfg.SQSQueueURL != "", "ecs_poll", len(cfg.ECSPollClusters), "checks", checks != nil)
 	return lifecycle.Run(ctx, actors...)
+}
+
+// DefaultConfig is the configuration with every flag at its default.
+func DefaultConfig() Config {
+	var c Config
+	fs := flag.NewFlagSet("exitwatch", flag.ContinueOnError)
+	c.Register(config.New(fs, func(string) (string, bool) { return "", false }))
+	_ = fs.Parse(nil)
+	return c
+}
+
+// DevConfig is the configuration of `taskyard dev`: the embedded NATS,
+// HTTP (health, metrics, ping API) on httpListen, cluster profiles from
+// clustersDir, and every alert to alertWebhook when set, else to the log.
+func DevConfig(nc natsconn.Config, httpListen, clustersDir, alertWebhook string) Config {
+	c := DefaultConfig()
+	c.NATS = nc
+	c.Instance = "dev"
+	c.HTTPListen = httpListen
+	c.ClustersDir = clustersDir
+	c.AlertWebhook = alertWebhook
+	c.Tick = time.Second
+	return c
 }
