@@ -267,4 +267,3 @@ with the last run (its outcome) and the next expected run.`,
 	cmd.Flags().BoolVar(&asJSON, "json", false, "one WatchStatus per line as protojson")
 	return cmd
 }
-

@@ -97,7 +97,9 @@ func TestHistoryAndStatus(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	done := make(chan error, 1)
-	go func() { done <- ewapp.Run(ctx, cfg, ewapp.Deps{Log: logging.New(io.Discard, 0, "exitwatch"), Listener: ln}) }()
+	go func() {
+		done <- ewapp.Run(ctx, cfg, ewapp.Deps{Log: logging.New(io.Discard, 0, "exitwatch"), Listener: ln})
+	}()
 	require.Eventually(t, func() bool {
 		out, _, code = runCLI(t, ctx, "--nats-url", srv.ClientURL(), "--timeout", "2s", "status")
 		return code == 0 && strings.Contains(out, "nightly")
