@@ -532,9 +532,33 @@ func (r *reader) mapValue(depth int) (map[string]any, error) {
 		if err != nil {
 			return nil, err
 		}
-		m[string(key)] = v
+		m[intern(key)] = v
 	}
 	return m, nil
+}
+
+// intern returns the keys every FireLens / Docker record carries without
+// allocating a new string for each record.
+func intern(k []byte) string {
+	switch string(k) {
+	case "log":
+		return "log"
+	case "source":
+		return "source"
+	case "container_id":
+		return "container_id"
+	case "container_name":
+		return "container_name"
+	case "ecs_cluster":
+		return "ecs_cluster"
+	case "ecs_task_arn":
+		return "ecs_task_arn"
+	case "ecs_task_definition":
+		return "ecs_task_definition"
+	case "partial_message":
+		return "partial_message"
+	}
+	return string(k)
 }
 
 func typeName(c byte) string {

@@ -51,12 +51,12 @@ type Config struct {
 	Hostname string
 	// TLS, when set, wraps every connection.
 	TLS *tls.Config
-	// MaxFrameBytes bounds one message on the wire (default 64 MiB).
+	// MaxFrameBytes bounds one message on the wire (default 16 MiB).
 	MaxFrameBytes int
 	// MaxDecompressed bounds a decompressed payload (default 4× MaxFrameBytes).
 	MaxDecompressed int
 	// MemoryLimit bounds the bytes of frames being processed at once across
-	// all connections (default 256 MiB).
+	// all connections (default 64 MiB; at least MaxFrameBytes). Wire bytes are counted.
 	MemoryLimit int64
 	// IdleTimeout closes a connection silent for this long (default 5 min).
 	IdleTimeout time.Duration
@@ -85,16 +85,16 @@ type Server struct {
 // NewServer returns a server handing frames to h.
 func NewServer(c Config, h Handler) *Server {
 	if c.MaxFrameBytes <= 0 {
-		c.MaxFrameBytes = 64 << 20
+		c.MaxFrameBytes = 16 << 20
 	}
 	if c.MaxDecompressed <= 0 {
 		c.MaxDecompressed = 4 * c.MaxFrameBytes
 	}
 	if c.MemoryLimit <= 0 {
-		c.MemoryLimit = 256 << 20
+		c.MemoryLimit = 64 << 20
 	}
-	if c.MemoryLimit < int64(c.MaxDecompressed) {
-		c.MemoryLimit = int64(c.MaxDecompressed)
+	if c.MemoryLimit < int64(c.MaxFrameBytes) {
+		c.MemoryLimit = int64(c.MaxFrameBytes)
 	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 5 * time.Minute

@@ -41,9 +41,9 @@ type Forward struct {
 	// Hostname is sent in PONG (default: the OS host name).
 	Hostname string `yaml:"hostname"`
 	TLS      *TLS   `yaml:"tls"`
-	// MaxFrameBytes bounds one message (default 64MiB).
+	// MaxFrameBytes bounds one message on the wire (default 16MiB).
 	MaxFrameBytes Size `yaml:"maxFrameBytes"`
-	// MemoryLimit bounds frames in flight over all connections (default 256MiB).
+	// MemoryLimit bounds frames in flight over all connections (default 64MiB).
 	MemoryLimit Size `yaml:"memoryLimit"`
 	// IdleTimeout closes silent connections (default 5m).
 	IdleTimeout Duration `yaml:"idleTimeout"`

@@ -90,19 +90,17 @@ func (p *Pipeline) Process(tag string, t time.Time, rec map[string]any, e *event
 	}
 	e.Log = line
 
-	var top map[string]json.RawMessage
+	var levels [len(levelKeys)][]byte
 	if trimmed := strings.TrimSpace(line); len(trimmed) > 1 && trimmed[0] == '{' && e.Flags&event.FlagTruncated == 0 {
-		if err := json.Unmarshal([]byte(trimmed), &top); err == nil {
+		if b := []byte(trimmed); json.Valid(b) {
 			e.Flags |= event.FlagJSON
 			if strings.ContainsAny(trimmed, "\n\r") {
-				var b bytes.Buffer
-				_ = json.Compact(&b, []byte(trimmed))
-				e.Attrs = b.Bytes()
-			} else {
-				e.Attrs = []byte(trimmed)
+				var c bytes.Buffer
+				_ = json.Compact(&c, b)
+				b = c.Bytes()
 			}
-		} else {
-			top = nil
+			e.Attrs = b
+			levels = scanLevel(b)
 		}
 	}
 	if e.Flags&event.FlagJSON == 0 && p.c.DropNonJSON && fromLog {
@@ -111,12 +109,10 @@ func (p *Pipeline) Process(tag string, t time.Time, rec map[string]any, e *event
 	}
 
 	e.Level = "unknown"
-	for _, k := range [...]string{"loglevel", "level", "severity"} {
-		if raw, ok := top[k]; ok {
-			if l := levelFromJSON(raw); l != "" {
-				e.Level = l
-				break
-			}
+	for i, k := range levelKeys {
+		if l := levelFromRaw(levels[i]); l != "" {
+			e.Level = l
+			break
 		}
 		if v, ok := rec[k]; ok {
 			if l := levelFromAny(v); l != "" {
@@ -208,14 +204,6 @@ func pickLine(rec map[string]any) (string, bool) {
 		return "", false
 	}
 	return string(b), false
-}
-
-func levelFromJSON(raw json.RawMessage) string {
-	var v any
-	if err := json.Unmarshal(raw, &v); err != nil {
-		return ""
-	}
-	return levelFromAny(v)
 }
 
 func levelFromAny(v any) string {
