@@ -8,13 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/taskyard/taskyard/services/logrouter/internal/route"
 )
 
 // File is the whole configuration.
@@ -95,7 +96,8 @@ type Route struct {
 	Outputs []string `yaml:"outputs"`
 }
 
-// Match holds globs (path.Match syntax); empty matches everything.
+// Match holds globs (path.Match syntax, alternatives separated by '|');
+// empty matches everything.
 type Match struct {
 	Cluster   string `yaml:"cluster"`
 	Service   string `yaml:"service"`
@@ -579,7 +581,7 @@ func (v *validator) validate(f *File) {
 	for i, r := range f.Routes {
 		p := fmt.Sprintf("routes[%d]", i)
 		for _, g := range []struct{ k, v string }{{"cluster", r.Match.Cluster}, {"service", r.Match.Service}, {"container", r.Match.Container}, {"level", r.Match.Level}} {
-			if _, err := path.Match(g.v, ""); err != nil {
+			if !route.Valid(g.v) {
 				v.at(p+".match."+g.k, "%q is not a valid glob", g.v)
 			}
 		}

@@ -104,3 +104,13 @@ func TestParseSize(t *testing.T) {
 	_, err := ParseSize("-1")
 	require.Error(t, err)
 }
+
+func TestExampleFileIsValid(t *testing.T) {
+	t.Parallel()
+	f, err := Load("../../../../examples/logrouter.yml", env(map[string]string{"DD_API_KEY": "k"}))
+	require.NoError(t, err)
+	require.Len(t, f.Outputs, 3)
+	_, err = Load("../../../../examples/logrouter.yml", env(nil))
+	require.ErrorContains(t, err, "logrouter.yml:")
+	require.ErrorContains(t, err, "outputs[1].datadog.apiKey: environment variable DD_API_KEY is not set")
+}

@@ -1,11 +1,12 @@
 // Package route decides which outputs an event goes to: routes match the
 // event's cluster, service, container and level with globs (path.Match
-// syntax), and an event goes to the union of the outputs of every route
-// it matches.
+// syntax, alternatives separated by '|'), and an event goes to the union
+// of the outputs of every route it matches.
 package route
 
 import (
 	"path"
+	"strings"
 
 	"github.com/taskyard/taskyard/services/logrouter/internal/event"
 )
@@ -27,12 +28,33 @@ type Table struct {
 	NOutputs int
 }
 
-func match(glob, s string) bool {
-	if glob == "" || glob == "*" {
+// Match reports whether s matches pattern: globs in path.Match syntax,
+// several alternatives separated by '|' ("warn|error|fatal"); empty and
+// "*" match everything.
+func Match(pattern, s string) bool {
+	if pattern == "" || pattern == "*" {
 		return true
 	}
-	ok, _ := path.Match(glob, s)
-	return ok
+	for {
+		glob, rest, more := strings.Cut(pattern, "|")
+		if ok, _ := path.Match(glob, s); ok {
+			return true
+		}
+		if !more {
+			return false
+		}
+		pattern = rest
+	}
+}
+
+// Valid reports whether every alternative of pattern is a valid glob.
+func Valid(pattern string) bool {
+	for _, g := range strings.Split(pattern, "|") {
+		if _, err := path.Match(g, ""); err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // Match returns the outputs for e (empty: unrouted).
@@ -43,7 +65,7 @@ func (t *Table) Match(e *event.Event) Set {
 	var s Set
 	for i := range t.Routes {
 		r := &t.Routes[i]
-		if match(r.Cluster, e.Cluster) && match(r.Service, e.Service) && match(r.Container, e.Container) && match(r.Level, e.Level) {
+		if Match(r.Cluster, e.Cluster) && Match(r.Service, e.Service) && Match(r.Container, e.Container) && Match(r.Level, e.Level) {
 			for _, o := range r.Outputs {
 				s |= 1 << o
 			}

@@ -5,7 +5,6 @@
 package tail
 
 import (
-	"path"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/taskyard/taskyard/services/logrouter/internal/event"
 	"github.com/taskyard/taskyard/services/logrouter/internal/pipeline"
+	"github.com/taskyard/taskyard/services/logrouter/internal/route"
 )
 
 type sub struct {
@@ -62,14 +62,6 @@ func (r *Registry) Add(req *v1.TailRequest) {
 // Active reports whether anyone is tailing.
 func (r *Registry) Active() bool { return r.active.Load() > 0 }
 
-func glob(g, s string) bool {
-	if g == "" || g == "*" {
-		return true
-	}
-	ok, _ := path.Match(g, s)
-	return ok
-}
-
 // Offer sends evs to every matching tail and expires old tails.
 func (r *Registry) Offer(evs []event.Event) {
 	if !r.Active() {
@@ -91,7 +83,7 @@ func (r *Registry) Offer(evs []event.Event) {
 		e := &evs[i]
 		var data []byte
 		for _, s := range subs {
-			if !glob(s.req.GetCluster(), e.Cluster) || !glob(s.req.GetService(), e.Service) || pipeline.LevelRank(e.Level) < s.minRank {
+			if !route.Match(s.req.GetCluster(), e.Cluster) || !route.Match(s.req.GetService(), e.Service) || pipeline.LevelRank(e.Level) < s.minRank {
 				continue
 			}
 			if data == nil {
