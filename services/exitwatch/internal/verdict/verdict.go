@@ -88,7 +88,9 @@ func Task(t *v1.TaskStateChanged, essential Essential, timeout time.Duration) Re
 	}
 	code := t.GetStopCode()
 	switch {
-	case strings.Contains(t.GetStoppedReason(), StopReasonTimeout) || (timeout > 0 && !r.StartedAt.IsZero() && r.FinishedAt.Sub(r.StartedAt) > timeout):
+	case strings.Contains(t.GetStoppedReason(), StopReasonTimeout) ||
+		(strings.HasPrefix(t.GetStoppedReason(), "taskyard:") && strings.Contains(t.GetStoppedReason(), "timeout")) ||
+		(timeout > 0 && !r.StartedAt.IsZero() && r.FinishedAt.Sub(r.StartedAt) > timeout):
 		r.Outcome = v1.Outcome_OUTCOME_TIMED_OUT
 		r.Reason = fmt.Sprintf("ran past its timeout of %s", timeout)
 	case code == "SpotInterruption":

@@ -47,6 +47,7 @@ func TestTask(t *testing.T) {
 		{"scheduler replace", task("UserInitiated", "taskyard: replaced by run x", time.Minute, exit("app", 143, "")), nil, 0, v1.Outcome_OUTCOME_STOPPED, "stopped by the scheduler: taskyard: replaced"},
 		{"timeout by duration", task("EssentialContainerExited", "", 2*time.Hour, exit("app", 0, "")), nil, time.Hour, v1.Outcome_OUTCOME_TIMED_OUT, "timeout of 1h0m0s"},
 		{"timeout by our stop", task("UserInitiated", verdict.StopReasonTimeout+" of 1h0m0s", 59*time.Minute, exit("app", 143, "")), nil, time.Hour, v1.Outcome_OUTCOME_TIMED_OUT, "timeout"},
+		{"timeout by the exec runner", task("UserInitiated", "taskyard: timeout 1s exceeded", time.Second, exit("app", 137, "")), nil, time.Second, v1.Outcome_OUTCOME_TIMED_OUT, "timeout"},
 		{"no exit code", task("EssentialContainerExited", "Essential container in task exited", time.Minute, &v1.ContainerState{Name: "app"}), nil, 0, v1.Outcome_OUTCOME_FAILED, "container app stopped without an exit code"},
 	}
 	for _, tt := range tests {

@@ -132,12 +132,74 @@ func (l *List) Delete(name string) {
 
 // FromSpec converts an applied schedule with schedule.ScheduleFromProto,
 // so exitwatch computes the same fires as the scheduler, to the second.
+//
+// ScheduleFromProto applies the file rules without the cluster profile, so
+// it refuses some specs the scheduler accepted with theirs (no container
+// memory on an EXTERNAL cluster, say). exitwatch must still watch them:
+// then the item is built from the spec's fields directly, the expression
+// parsed the same way (time zone, anchor).
 func FromSpec(spec *v1.ScheduleSpec) (*Item, error) {
-	s, err := schedule.ScheduleFromProto(spec)
-	if err != nil {
-		return nil, fmt.Errorf("schedule %s: %w", spec.GetName(), err)
+	if s, err := schedule.ScheduleFromProto(spec); err == nil {
+		return FromSchedule(s, spec.GetAppliedAt().AsTime()), nil
 	}
-	return FromSchedule(s, spec.GetAppliedAt().AsTime()), nil
+	t := spec.GetTiming()
+	it := &Item{
+		Kind:             KindSchedule,
+		Name:             spec.GetName(),
+		Cluster:          spec.GetCluster(),
+		Enabled:          t.GetEnabled(),
+		StartingDeadline: t.GetStartingDeadline().AsDuration(),
+		Timeout:          t.GetTimeout().AsDuration(),
+		TaskCount:        int(t.GetTaskCount()),
+		Concurrency:      t.GetConcurrency(),
+		Runbook:          spec.GetAlerts().GetRunbook(),
+		Channel:          spec.GetAlerts().GetChannel(),
+		Severity:         v1.Severity_SEVERITY_CRITICAL,
+		SucceedWithin:    spec.GetExpectations().GetSucceedWithin().AsDuration(),
+		Logs:             spec.GetExpectations().GetLogs(),
+		Essential:        map[string]bool{},
+	}
+	if spec.GetAppliedAt() != nil {
+		it.AppliedAt = spec.GetAppliedAt().AsTime()
+	}
+	if it.StartingDeadline <= 0 {
+		it.StartingDeadline = schedule.DefaultStartingDeadline
+	}
+	if it.TaskCount <= 0 {
+		it.TaskCount = 1
+	}
+	if sev, err := v1.ParseSeverity(spec.GetAlerts().GetSeverity()); err == nil {
+		it.Severity = sev
+	}
+	for _, c := range spec.GetContainers() {
+		it.Essential[c.GetName()] = c.GetEssential()
+	}
+	if spec.GetType() != string(schedule.TypeManual) && t.GetExpression() != "" {
+		expr, err := exprOf(spec)
+		if err != nil {
+			return nil, fmt.Errorf("schedule %s: schedule.expression: %w", spec.GetName(), err)
+		}
+		it.Expr = expr
+	}
+	return it, nil
+}
+
+// exprOf parses the spec's expression as ScheduleFromProto does: in the
+// schedule's time zone, rate() anchored at spec.anchor.
+func exprOf(spec *v1.ScheduleSpec) (schedule.Expr, error) {
+	loc := time.UTC
+	if tz := spec.GetTiming().GetTimezone(); tz != "" {
+		l, err := time.LoadLocation(tz)
+		if err != nil {
+			return nil, fmt.Errorf("timezone %q: %w", tz, err)
+		}
+		loc = l
+	}
+	var anchor time.Time
+	if spec.GetAnchor() != nil {
+		anchor = spec.GetAnchor().AsTime()
+	}
+	return schedule.ParseExpr(spec.GetTiming().GetExpression(), loc, anchor)
 }
 
 // FromSchedule converts a parsed schedule; appliedAt may be zero.
