@@ -368,10 +368,10 @@ func TestFirehosePrefixes(t *testing.T) {
 	require.Contains(t, yamlPath(dest, "ErrorOutputPrefix").Value, "!{firehose:error-output-type}")
 	require.Equal(t, "GZIP", yamlPath(dest, "CompressionFormat").Value)
 	// The stream name is the logrouter firehose output's streamTemplate
-	// "taskyard-{cluster}_{service}" (deploy/ecs/logrouter/logrouter.yml).
+	// "taskyard-{cluster}_{service}" (deploy/ecs/site-config/logrouter.yml).
 	require.Equal(t, "${StreamNamePrefix}${ClusterName}_${ServiceName}", yamlPath(tpl.resources["DeliveryStream"], "Properties", "DeliveryStreamName").Value)
 	require.Equal(t, "taskyard-", yamlPath(tpl.params["StreamNamePrefix"], "Default").Value)
-	lr, err := os.ReadFile(filepath.Join(repoRoot(t), "deploy/ecs/logrouter/logrouter.yml"))
+	lr, err := os.ReadFile(filepath.Join(repoRoot(t), "deploy/ecs/site-config/logrouter.yml"))
 	require.NoError(t, err)
 	require.Contains(t, string(lr), `streamTemplate: "taskyard-{cluster}_{service}"`)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/stretchr/testify/require"
 
+	exitwatchapp "github.com/taskyard/taskyard/services/exitwatch/app"
 	exporterapp "github.com/taskyard/taskyard/services/exporter/app"
 	"github.com/taskyard/taskyard/services/kit/config"
 	logrouterapp "github.com/taskyard/taskyard/services/logrouter/app"
@@ -20,11 +21,11 @@ import (
 )
 
 // daemonFlags registers a daemon's flags, as its main does, on a fresh flag
-// set. exitwatch is nil: services/exitwatch/app did not exist when this test
-// was written, so its checks skip (naming why) until it is added here.
+// set. A nil entry (a daemon whose app package does not exist) makes the
+// checks needing it skip, naming why.
 var daemonFlags = map[string]func(*config.Flags){
 	"scheduler": func(f *config.Flags) { var c schedulerapp.Config; c.Register(f) },
-	"exitwatch": nil,
+	"exitwatch": func(f *config.Flags) { var c exitwatchapp.Config; c.Register(f) },
 	"logrouter": func(f *config.Flags) { var c logrouterapp.Config; c.Register(f) },
 	"exporter":  func(f *config.Flags) { var c exporterapp.Config; c.Register(f) },
 }
@@ -39,7 +40,7 @@ var daemonHTTPFlag = map[string]string{
 
 // fallbackHTTPPort is the documented default port of a daemon whose app
 // package could not be imported (see daemonFlags).
-var fallbackHTTPPort = map[string]int{"exitwatch": 8082}
+var fallbackHTTPPort = map[string]int{"scheduler": 8081, "exitwatch": 8082, "logrouter": 2021, "exporter": 2020}
 
 // registeredFlags returns the daemon's flags by name, or skips the test
 // when its app package is not available.
@@ -48,7 +49,7 @@ func registeredFlags(t *testing.T, daemon string) *flag.FlagSet {
 	reg, ok := daemonFlags[daemon]
 	require.True(t, ok, "unknown daemon %s", daemon)
 	if reg == nil {
-		t.Skipf("services/%s/app did not exist when deploytest was written; its flags cannot be checked (add it to daemonFlags)", daemon)
+		t.Skipf("services/%s/app does not exist; its flags cannot be checked (add it to daemonFlags)", daemon)
 	}
 	fs := flag.NewFlagSet(daemon, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)

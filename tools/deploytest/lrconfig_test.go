@@ -14,7 +14,7 @@ import (
 	logrouterapp "github.com/taskyard/taskyard/services/logrouter/app"
 )
 
-// TestLogrouterConfigLoads validates deploy/ecs/logrouter/logrouter.yml with
+// TestLogrouterConfigLoads validates deploy/ecs/site-config/logrouter.yml with
 // the logrouter's own Config.Validate, which loads the file with its real
 // parser (unknown fields, outputs, routes, ${VAR} expansion from the
 // environment the task definition provides).
@@ -25,7 +25,7 @@ func TestLogrouterConfigLoads(t *testing.T) {
 	fs.SetOutput(io.Discard)
 	var cfg logrouterapp.Config
 	cfg.Register(config.New(fs, func(string) (string, bool) { return "", false }))
-	cfg.ConfigFile = filepath.Join(repoRoot(t), "deploy/ecs/logrouter/logrouter.yml")
+	cfg.ConfigFile = filepath.Join(repoRoot(t), "deploy/ecs/site-config/logrouter.yml")
 	cfg.NoNATS = true
 	require.NoError(t, cfg.Validate())
 

@@ -26,6 +26,7 @@ import (
 var testEnv = map[string]string{
 	"AWS_REGION":                   "eu-west-1",
 	"AWS_ACCOUNT_ID":               "123456789012",
+	"TASKYARD_SLACK_CHANNEL":       "C0123ALERTS",
 	"TASKYARD_SITE_VERSION":        "v0.1.0-site.3",
 	"TASKYARD_VERSION":             "v0.1.0",
 	"TASKYARD_IMAGE_REGISTRY":      "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
@@ -176,7 +177,7 @@ func TestPlaceholdersAreKnownAndDocumented(t *testing.T) {
 	require.NoError(t, err)
 	for _, m := range []map[string]bool{used, usedIAM} {
 		for n := range m {
-			require.Contains(t, string(doc), "`"+n+"`", "docs/deploy-ecs.md does not document %s", n)
+			require.True(t, strings.Contains(string(doc), "`"+n+"`"), "docs/deploy-ecs.md does not document %s", n)
 		}
 	}
 }

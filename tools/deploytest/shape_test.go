@@ -91,7 +91,7 @@ func TestLogrouterDaemon(t *testing.T) {
 	// The spool is on a host volume mounted where logrouter.yml puts it.
 	var spoolDir string
 	{
-		data, err := os.ReadFile(filepath.Join(repoRoot(t), "deploy/ecs/logrouter/logrouter.yml"))
+		data, err := os.ReadFile(filepath.Join(repoRoot(t), "deploy/ecs/site-config/logrouter.yml"))
 		require.NoError(t, err)
 		var cfg struct {
 			Spool struct{ Dir string } `yaml:"spool"`
@@ -168,21 +168,30 @@ func TestExporterWithMackerelSidecar(t *testing.T) {
 	}
 	data, err := os.ReadFile(filepath.Join(repoRoot(t), "deploy/ecs/exporter/mackerel.yaml"))
 	require.NoError(t, err)
+	// command is a string or a list, as mackerel-container-agent accepts.
+	type plugin struct{ Command yaml.Node }
 	var cfg struct {
 		Plugin struct {
-			Metrics map[string]struct{ Command string } `yaml:"metrics"`
-			Checks  map[string]struct{ Command string } `yaml:"checks"`
+			Metrics map[string]plugin `yaml:"metrics"`
+			Checks  map[string]plugin `yaml:"checks"`
 		} `yaml:"plugin"`
 	}
 	require.NoError(t, yaml.Unmarshal(data, &cfg))
+	first := func(n yaml.Node) string {
+		if n.Kind == yaml.SequenceNode && len(n.Content) > 0 {
+			return n.Content[0].Value
+		}
+		return strings.Fields(n.Value + " ")[0]
+	}
 	var cmds []string
 	for _, m := range cfg.Plugin.Metrics {
-		cmds = append(cmds, strings.Fields(m.Command)[0])
+		cmds = append(cmds, first(m.Command))
 	}
 	for _, m := range cfg.Plugin.Checks {
-		cmds = append(cmds, strings.Fields(m.Command)[0])
+		cmds = append(cmds, first(m.Command))
 	}
 	require.Contains(t, cmds, "mackerel-plugin-taskyard")
+	require.Contains(t, cmds, "check-taskyard")
 	docker, err := os.ReadFile(filepath.Join(repoRoot(t), "deploy/ecs/exporter/Dockerfile.mackerel"))
 	require.NoError(t, err)
 	for _, c := range cmds {
