@@ -70,7 +70,7 @@ func (c *Config) Register(f *config.Flags) {
 	f.String(&c.Listen, "listen", ":2020", "HTTP listen address of /api/v1/metrics, /metrics, /healthz and /readyz")
 	f.String(&c.Instance, "instance", host, "instance name: names the durable consumers (exporter-<instance>) and the snapshot keys; unique per exporter")
 	f.List(&c.Clusters, "clusters", nil, "cluster profile files or directories whose taskLimit is exported as cluster.<name>.task_limit")
-	f.Duration(&c.FlushInterval, "flush-interval", time.Second, "longest time between counter snapshot writes (and message acknowledgements)")
+	f.Duration(&c.FlushInterval, "flush-interval", time.Second, "longest time between counter snapshot writes")
 	f.Duration(&c.StaleAfter, "stale-after", time.Minute, "a daemon instance is reported down (daemons.<daemon>.<instance>.up = 0) when its last stats report is older than this")
 	f.Duration(&c.StatsInterval, "stats-interval", 15*time.Second, "how often the exporter publishes its own stats on <prefix>.stats.exporter.<instance>")
 	f.String(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")

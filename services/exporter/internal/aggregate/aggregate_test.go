@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -203,6 +204,7 @@ func FuzzApply(f *testing.F) {
 }
 
 func BenchmarkApply(b *testing.B) {
+	h := nats.Header{v1.HeaderType: []string{"taskyard.v1.RunFinished"}}
 	s := New("", nil)
 	subj := v1.Subjects{}.RunFinished("job-0001")
 	data, _ := proto.Marshal(&v1.RunFinished{RunId: "job-0001-20260101T000000Z-s-0123456789abcdef", Schedule: "job-0001", Cluster: "c",
@@ -210,7 +212,7 @@ func BenchmarkApply(b *testing.B) {
 		Containers: []*v1.ContainerExit{{Name: "app", HasExitCode: true, Essential: true}}, TaskIds: []string{"arn:aws:ecs:ap-northeast-1:123456789012:task/c/0123456789abcdef"}})
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		_ = s.Apply("RUNS", uint64(i+1), subj, nil, data)
+		_ = s.Apply("RUNS", uint64(i+1), subj, h, data)
 	}
 }
 
@@ -225,7 +227,8 @@ func BenchmarkTakeDirty1000Schedules(b *testing.B) {
 	for b.Loop() {
 		s.mu.Lock()
 		for k, v := range s.schedules {
-			s.dirty[EntityKey(KindSchedule, k)] = v
+			_ = k
+			s.dirty[v] = struct{}{}
 		}
 		s.mu.Unlock()
 		_, _ = s.TakeDirty(nil)
@@ -265,5 +268,17 @@ func BenchmarkRender10kSchedules(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		buf = s.RenderJSON(buf[:0], now, RenderOptions{StaleAfter: time.Minute})
+	}
+}
+
+func TestDecodeMatchesV1Decode(t *testing.T) {
+	t.Parallel()
+	for _, m := range []proto.Message{&v1.RunDispatched{RunId: "a"}, &v1.RunFinished{RunId: "b"}, &v1.TaskStateChanged{TaskArn: "c"},
+		&v1.LogStats{Service: "d"}, &v1.DaemonStats{Instance: "e"}, &v1.Alert{Kind: "f"}, &v1.RunMissed{RunId: "g"}} {
+		msg, err := v1.NewMsg(t.Context(), "taskyard.x", m)
+		require.NoError(t, err)
+		got, err := decode("", "taskyard.x", msg.Header, msg.Data)
+		require.NoError(t, err)
+		require.True(t, proto.Equal(m, got), "%T", m)
 	}
 }

@@ -45,7 +45,7 @@ type Store struct {
 	daemons   map[string]*Daemon
 	info      map[string]*ScheduleInfo
 	limits    map[string]int64
-	dirty     map[string]any
+	dirty     map[any]struct{}
 	applied   int64
 }
 
@@ -64,7 +64,7 @@ func New(prefix string, obs Observer) *Store {
 		daemons:   map[string]*Daemon{},
 		info:      map[string]*ScheduleInfo{},
 		limits:    map[string]int64{},
-		dirty:     map[string]any{},
+		dirty:     map[any]struct{}{},
 	}
 }
 
@@ -81,7 +81,7 @@ func (s *Store) Applied() int64 {
 // seq) ignore it. A message that cannot be decoded is an error and changes
 // nothing.
 func (s *Store) Apply(stream string, seq uint64, subject string, h nats.Header, data []byte) error {
-	m, err := v1.Decode(s.prefix, subject, h, data)
+	m, err := decode(s.prefix, subject, h, data)
 	if err != nil {
 		return err
 	}
@@ -121,20 +121,20 @@ func (s *Store) apply(stream string, seq uint64, subject string, m proto.Message
 					s.obs.RunDispatched(sc.Name, lag)
 				}
 			}
-			s.touch(KindSchedule, sc.Name, sc)
+			s.touch(sc)
 		}
 		if e.GetCluster() != "" && len(e.GetTaskIds()) > 0 {
 			if c := s.cluster(e.GetCluster()); c.Seq.fresh(stream, seq) {
 				for _, id := range e.GetTaskIds() {
 					c.task(id, e.GetSchedule(), 0, false, e.GetDispatchedAt().AsTime())
 				}
-				s.touch(KindCluster, c.Name, c)
+				s.touch(c)
 			}
 		}
 	case *v1.RunSkipped:
 		if sc := s.schedule(e.GetSchedule()); sc.Seq.fresh(stream, seq) {
 			sc.Skipped++
-			s.touch(KindSchedule, sc.Name, sc)
+			s.touch(sc)
 		}
 	case *v1.RunDispatchFailed:
 		if sc := s.schedule(e.GetSchedule()); sc.Seq.fresh(stream, seq) {
@@ -144,7 +144,7 @@ func (s *Store) apply(stream string, seq uint64, subject string, m proto.Message
 				reason = e.GetFailures()[0].GetReason()
 			}
 			sc.setOutcome(int(v1.Outcome_OUTCOME_FAILED_TO_START), e.GetScheduledAt().AsTime(), "dispatch failed: "+reason)
-			s.touch(KindSchedule, sc.Name, sc)
+			s.touch(sc)
 		}
 	case *v1.RunFinished:
 		s.runFinished(stream, seq, e)
@@ -152,7 +152,7 @@ func (s *Store) apply(stream string, seq uint64, subject string, m proto.Message
 		if sc := s.schedule(e.GetSchedule()); sc.Seq.fresh(stream, seq) {
 			sc.Missed++
 			sc.setOutcome(OutcomeMissed, e.GetExpectedAt().AsTime(), "missed: "+e.GetWhy())
-			s.touch(KindSchedule, sc.Name, sc)
+			s.touch(sc)
 		}
 	case *v1.TaskStateChanged:
 		name := e.GetCluster()
@@ -170,7 +170,7 @@ func (s *Store) apply(stream string, seq uint64, subject string, m proto.Message
 				at = e.GetStoppedAt().AsTime()
 			}
 			c.task(e.GetTaskArn(), e.GetSchedule(), e.GetVersion(), e.GetLastStatus() == "STOPPED", at)
-			s.touch(KindCluster, c.Name, c)
+			s.touch(c)
 		}
 	case *v1.Alert:
 		a := s.alerts
@@ -185,7 +185,7 @@ func (s *Store) apply(stream string, seq uint64, subject string, m proto.Message
 				a.BySeverity[sev]++
 				a.ByKind[sev+"/"+e.GetKind()]++
 			}
-			s.touch(KindAlerts, "all", a)
+			s.touch(a)
 		}
 	case *v1.LogStats:
 		l := s.logVolume(e.GetCluster(), e.GetService())
@@ -198,7 +198,7 @@ func (s *Store) apply(stream string, seq uint64, subject string, m proto.Message
 				}
 				l.Levels[strings.ToLower(lvl)] += n
 			}
-			s.touch(KindLogs, l.Cluster+"/"+l.Service, l)
+			s.touch(l)
 		}
 	case *v1.DaemonStats:
 		d := s.daemon(e.GetDaemon(), e.GetInstance())
@@ -213,10 +213,37 @@ func (s *Store) apply(stream string, seq uint64, subject string, m proto.Message
 				started = e.GetStartedAt().AsTime()
 			}
 			d.report(e.GetTime().AsTime(), started, sections, e.GetGauges())
-			s.touch(KindDaemon, d.Daemon+"/"+d.Instance, d)
+			s.touch(d)
 		}
 	}
 	return nil
+}
+
+// decode is v1.Decode with the common types allocated directly rather than
+// through the registry (the ingest hot path).
+func decode(prefix, subject string, h nats.Header, data []byte) (proto.Message, error) {
+	var m proto.Message
+	if h != nil {
+		switch h.Get(v1.HeaderType) {
+		case "taskyard.v1.RunDispatched":
+			m = &v1.RunDispatched{}
+		case "taskyard.v1.RunFinished":
+			m = &v1.RunFinished{}
+		case "taskyard.v1.TaskStateChanged":
+			m = &v1.TaskStateChanged{}
+		case "taskyard.v1.LogStats":
+			m = &v1.LogStats{}
+		case "taskyard.v1.DaemonStats":
+			m = &v1.DaemonStats{}
+		}
+	}
+	if m == nil {
+		return v1.Decode(prefix, subject, h, data)
+	}
+	if err := proto.Unmarshal(data, m); err != nil {
+		return nil, fmt.Errorf("decode %s on %s: %w", m.ProtoReflect().Descriptor().FullName(), subject, err)
+	}
+	return m, nil
 }
 
 func counters(m map[string]*v1.PluginCounters) Counters {
@@ -272,14 +299,14 @@ func (s *Store) runFinished(stream string, seq uint64, e *v1.RunFinished) {
 		if s.obs != nil {
 			s.obs.RunFinished(sc.Name, e.GetOutcome(), dur)
 		}
-		s.touch(KindSchedule, sc.Name, sc)
+		s.touch(sc)
 	}
 	if e.GetCluster() != "" && len(e.GetTaskIds()) > 0 {
 		if c := s.cluster(e.GetCluster()); c.Seq.fresh(stream, seq) {
 			for _, id := range e.GetTaskIds() {
 				c.task(id, e.GetSchedule(), 0, true, e.GetFinishedAt().AsTime())
 			}
-			s.touch(KindCluster, c.Name, c)
+			s.touch(c)
 		}
 	}
 }
@@ -344,7 +371,25 @@ func (s *Store) daemon(daemon, instance string) *Daemon {
 	return d
 }
 
-func (s *Store) touch(kind, id string, e any) { s.dirty[EntityKey(kind, id)] = e }
+// touch marks an entity (a *Schedule, *Cluster, *Logs, *Alerts or *Daemon)
+// changed; its key is computed only when it is taken.
+func (s *Store) touch(e any) { s.dirty[e] = struct{}{} }
+
+func entityKey(e any) string {
+	switch e := e.(type) {
+	case *Schedule:
+		return EntityKey(KindSchedule, e.Name)
+	case *Cluster:
+		return EntityKey(KindCluster, e.Name)
+	case *Logs:
+		return EntityKey(KindLogs, e.Cluster+"/"+e.Service)
+	case *Alerts:
+		return EntityKey(KindAlerts, "all")
+	case *Daemon:
+		return EntityKey(KindDaemon, e.Daemon+"/"+e.Instance)
+	}
+	panic(fmt.Sprintf("aggregate: %T is not an entity", e))
+}
 
 // SetScheduleInfo records what the scheduler's buckets say about a schedule.
 func (s *Store) SetScheduleInfo(name string, f func(*ScheduleInfo)) {
@@ -391,7 +436,8 @@ func (s *Store) TakeDirty(f func()) ([]Dirty, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]Dirty, 0, len(s.dirty))
-	for k, e := range s.dirty {
+	for e := range s.dirty {
+		k := entityKey(e)
 		b, err := json.Marshal(e)
 		if err != nil {
 			return nil, fmt.Errorf("encode %s: %w", k, err)

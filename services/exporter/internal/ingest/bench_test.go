@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -49,7 +51,15 @@ func BenchmarkIngest(b *testing.B) {
 		b.Fatal(err)
 	}
 	n := b.N
+	batch := 1000
+	if v, err := strconv.Atoi(os.Getenv("BENCH_PULL_BATCH")); err == nil {
+		batch = v
+	}
 	publishMix(b, js, n)
+	if os.Getenv("BENCH_PROFILE_PAUSE") != "" {
+		// Separates publishing from consuming in a CPU profile.
+		time.Sleep(2 * time.Second)
+	}
 
 	b.ResetTimer()
 	// The bus limit.
@@ -61,11 +71,16 @@ func BenchmarkIngest(b *testing.B) {
 		var got atomic.Int64
 		done := make(chan struct{})
 		start := time.Now()
+		experiment := aggregate.New("", nil)
 		cc, err := cons.Consume(func(m jetstream.Msg) {
+			if os.Getenv("BENCH_BARE_APPLY") != "" {
+				md, _ := m.Metadata()
+				_ = experiment.Apply("RUNS", md.Sequence.Stream, m.Subject(), m.Headers(), m.Data())
+			}
 			if got.Add(1) == int64(n) {
 				close(done)
 			}
-		}, jetstream.PullMaxMessages(1000))
+		}, jetstream.PullMaxMessages(batch))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -77,7 +92,7 @@ func BenchmarkIngest(b *testing.B) {
 	// The exporter.
 	exp := func() time.Duration {
 		store := aggregate.New("", nil)
-		in := New(js, store, logging.New(io.Discard, 0, "bench"), Config{Instance: "bench"})
+		in := New(js, store, logging.New(io.Discard, 0, "bench"), Config{Instance: "bench", PullBatch: batch})
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		start := time.Now()
