@@ -154,3 +154,35 @@ func TestInstanceToken(t *testing.T) {
 	require.Equal(t, "host-1", InstanceToken("host-1"))
 	require.Equal(t, "~aXAtMTAuZWMyLmludGVybmFs", InstanceToken("ip-10.ec2.internal"))
 }
+
+// TestGapRecreatesConsumer: once a delivery gap is seen the ingester stores
+// what it has, recreates the consumer from the stored position and goes on,
+// counting nothing twice and missing nothing.
+func TestGapRecreatesConsumer(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	_, js := connect(t, srv)
+	ctx := context.Background()
+	require.NoError(t, natsconn.Ensure(ctx, js, v1.StoreOptions{}))
+	store := aggregate.New("", nil)
+	in := New(js, store, logging.New(io.Discard, 0, "test"), Config{Instance: "gap", FlushInterval: 20 * time.Millisecond})
+	_, err := in.Restore(ctx)
+	require.NoError(t, err)
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- in.Run(rctx) }()
+	require.Eventually(t, in.Ready, 5*time.Second, 10*time.Millisecond)
+
+	publishRuns(t, js, 0, 5)
+	require.Eventually(t, func() bool { a, _ := in.Position("RUNS"); return a == 5 }, 5*time.Second, 10*time.Millisecond)
+	// What the handler does on a consumer sequence gap.
+	in.mu.Lock()
+	in.streams["RUNS"].broken = true
+	in.mu.Unlock()
+	require.Eventually(t, func() bool { return in.Resets() == 1 }, 5*time.Second, 10*time.Millisecond)
+	publishRuns(t, js, 5, 5)
+	require.Eventually(t, func() bool { a, s := in.Position("RUNS"); return a == 10 && s == 10 }, 5*time.Second, 10*time.Millisecond)
+	require.Equal(t, 10.0, succeeded(t, store))
+	cancel()
+	require.NoError(t, <-done)
+}
