@@ -181,7 +181,10 @@ func TestExporterWithMackerelSidecar(t *testing.T) {
 		if n.Kind == yaml.SequenceNode && len(n.Content) > 0 {
 			return n.Content[0].Value
 		}
-		return strings.Fields(n.Value + " ")[0]
+		if f := strings.Fields(n.Value); len(f) > 0 {
+			return f[0]
+		}
+		return ""
 	}
 	var cmds []string
 	for _, m := range cfg.Plugin.Metrics {
