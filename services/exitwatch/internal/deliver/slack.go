@@ -161,8 +161,13 @@ func FormatSlack(a *v1.Alert, logLink string) SlackMessage {
 	if u := a.GetRunbookUrl(); u != "" {
 		ctx = append(ctx, "<"+u+"|Runbook>")
 	}
-	if u := LogURL(logLink, a); u != "" {
-		ctx = append(ctx, "<"+u+"|Logs>")
+	switch a.GetKind() {
+	case "run_missed", "run_skipped", "no_success", "summary", "cluster_capacity", "overlap":
+		// Nothing ran (or no single run): no log link.
+	default:
+		if u := LogURL(logLink, a); u != "" {
+			ctx = append(ctx, "<"+u+"|Logs>")
+		}
 	}
 	ctx = append(ctx, "`"+a.GetKind()+"`")
 	m.Blocks = append(m.Blocks, SlackBlock{Type: "context", Elements: []SlackText{{Type: "mrkdwn", Text: strings.Join(ctx, " · ")}}})
