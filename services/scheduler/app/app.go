@@ -214,6 +214,14 @@ func LoadProfiles(dir string) (map[string]*schedule.Profile, error) {
 
 // Run runs the scheduler until ctx is cancelled.
 func Run(ctx context.Context, cfg Config, deps Deps) error {
+	err := run(ctx, cfg, deps)
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return nil // cancelled while starting
+	}
+	return err
+}
+
+func run(ctx context.Context, cfg Config, deps Deps) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}

@@ -65,15 +65,16 @@ func baseConfig(url string) app.Config {
 // instance is one app.Run in the background.
 type instance struct {
 	cancel context.CancelFunc
-	done   chan error
+	done   chan struct{}
+	err    error
 }
 
 func (i *instance) stop(t *testing.T) {
 	t.Helper()
 	i.cancel()
 	select {
-	case err := <-i.done:
-		require.NoError(t, err)
+	case <-i.done:
+		require.NoError(t, i.err)
 	case <-time.After(30 * time.Second):
 		t.Fatal("app.Run did not return")
 	}
@@ -85,8 +86,11 @@ func start(t *testing.T, cfg app.Config, deps app.Deps) *instance {
 		deps.Log = logging.New(testWriter{t}, -4, "scheduler")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	inst := &instance{cancel: cancel, done: make(chan error, 1)}
-	go func() { inst.done <- app.Run(ctx, cfg, deps) }()
+	inst := &instance{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		inst.err = app.Run(ctx, cfg, deps)
+		close(inst.done)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		select {
