@@ -322,3 +322,30 @@ func TestExampleRoutesFile(t *testing.T) {
 	require.Equal(t, []string{"batch-bot", "pager"}, c.ChannelsFor(goldenAlerts()["run_failed_exit3"]))
 	require.Equal(t, []string{"batch-slack"}, c.ChannelsFor(goldenAlerts()["summary"]))
 }
+
+func TestSuppressRepeats(t *testing.T) {
+	t.Parallel()
+	env := natstest.Start(t)
+	rec := newRecorder()
+	defer rec.Close()
+	all := newRecorder()
+	defer all.Close()
+	cfg := parse(t, `
+channels:
+  - {name: quiet, type: webhook, url: "`+rec.URL+`", suppressRepeats: 1h}
+  - {name: all, type: webhook, url: "`+all.URL+`"}
+routes:
+  - channels: [quiet, all]
+`, nil)
+	startDispatcher(t, env, cfg)
+	a := goldenAlerts()["run_failed_exit3"]
+	for i := range 3 {
+		publish(t, env, a, "r"+strconv.Itoa(i))
+	}
+	res := goldenAlerts()["recovered"]
+	publish(t, env, res, "res")
+	require.Eventually(t, func() bool { return len(all.Bodies()) == 4 }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return len(rec.Bodies()) == 2 }, 10*time.Second, 10*time.Millisecond)
+	require.Contains(t, rec.Bodies()[0], `"kind":"run_failed"`)
+	require.Contains(t, rec.Bodies()[1], `"kind":"recovered"`, "the resolution is not a repeat")
+}

@@ -80,6 +80,7 @@ type harness struct {
 	store *runstore.Store
 	tr    *tracker.Tracker
 	ctx   context.Context
+	wait  func()
 }
 
 var t0 = time.Date(2026, 11, 21, 3, 0, 0, 0, time.UTC)
@@ -94,7 +95,14 @@ func newHarness(t *testing.T, cfg tracker.Config) *harness {
 // shared).
 func addReplica(t *testing.T, env *natstest.Env, clk *clock, cfg tracker.Config) *harness {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
+	return addReplicaCtx(t, context.Background(), env, clk, cfg)
+}
+
+// addReplicaCtx starts a tracker that stops when parent ends (wait blocks
+// until it did).
+func addReplicaCtx(t *testing.T, parent context.Context, env *natstest.Env, clk *clock, cfg tracker.Config) *harness {
+	t.Helper()
+	ctx, cancel := context.WithCancel(parent)
 	h := &harness{t: t, env: env, clock: clk, bus: &bus{}, ctx: ctx}
 	log := logging.Discard()
 	h.list = watchlist.New(log, clk.Now)
@@ -126,11 +134,17 @@ func addReplica(t *testing.T, env *natstest.Env, clk *clock, cfg tracker.Config)
 	require.NoError(t, err)
 	done := make(chan error, 1)
 	go func() { done <- tr.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		_ = sub.Unsubscribe()
-		require.NoError(t, <-done)
-	})
+	var once sync.Once
+	var runErr error
+	h.wait = func() {
+		once.Do(func() {
+			cancel()
+			_ = sub.Unsubscribe()
+			runErr = <-done
+		})
+		require.NoError(t, runErr)
+	}
+	t.Cleanup(h.wait)
 	return h
 }
 

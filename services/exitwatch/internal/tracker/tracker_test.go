@@ -338,3 +338,38 @@ func TestUnmanagedTasks(t *testing.T) {
 	off.tr.Tick(context.Background())
 	require.Zero(t, off.store.Len(), "not watched unless configured")
 }
+
+// A run dispatched while one exitwatch ran is judged by the next one after
+// a restart: the state is in KV and the durable consumer resumes.
+func TestSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	env := natstest.Start(t)
+	clk := &clock{t: t0}
+	ctx, cancel := context.WithCancel(context.Background())
+	first := addReplicaCtx(t, ctx, env, clk, tracker.Config{})
+	first.applySchedule(spec("nightly", "cron(0 3 * * ? *)"))
+	id := v1.RunID("nightly", t0, v1.Trigger_TRIGGER_SCHEDULE)
+	first.dispatch(dispatched("nightly", id, t0, "task-1"))
+	first.task(&v1.TaskStateChanged{TaskArn: "task-1", RunId: id, Schedule: "nightly", Cluster: "batch", LastStatus: "RUNNING", Version: 3, StartedAt: timestamppb.New(t0)})
+	first.eventually(func() bool { r, ok := first.store.Get(id); return ok && len(realTasksOf(r)) == 1 }, "running recorded")
+	cancel()
+	first.wait()
+
+	// While nobody runs, the task stops.
+	first.task(&v1.TaskStateChanged{TaskArn: "task-1", RunId: id, Schedule: "nightly", Cluster: "batch", LastStatus: "STOPPED", Version: 5,
+		StartedAt: timestamppb.New(t0), StoppedAt: timestamppb.New(t0.Add(time.Minute)), Containers: []*v1.ContainerState{{Name: "app", ExitCode: 2, HasExitCode: true}}})
+	second := addReplica(t, env, clk, tracker.Config{})
+	second.eventually(func() bool { return len(second.bus.Finished()) == 1 }, "verdict after restart")
+	require.Equal(t, v1.Outcome_OUTCOME_FAILED, second.bus.Finished()[0].GetOutcome())
+	require.Equal(t, "2", second.bus.AlertsOf(tracker.KindRunFailed)[0].GetFields()["exit_code"])
+}
+
+func realTasksOf(r *v1.RunRecord) []*v1.TaskStateChanged {
+	var out []*v1.TaskStateChanged
+	for _, x := range r.GetTasks() {
+		if x.GetLastStatus() != "" {
+			out = append(out, x)
+		}
+	}
+	return out
+}
