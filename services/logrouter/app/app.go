@@ -433,10 +433,16 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	}
 
 	<-ctx.Done()
+	drainStart := time.Now()
 	log.Info("logrouter draining", "timeout", cfg.DrainTimeout.String())
-	// Inputs stop reading and send the acks of what is durable.
+	// Inputs stop reading and send the acks of what is durable (at most
+	// half the drain timeout).
 	inputsWG.Wait()
-	// Outputs deliver what they can within the drain timeout.
+	// Outputs deliver what they can in what is left of the drain timeout.
+	remaining := max(cfg.DrainTimeout-time.Since(drainStart), time.Second)
+	for _, o := range outs {
+		o.runner.DrainTimeout = remaining
+	}
 	stopRunners()
 	runnersWG.Wait()
 	stopStats()

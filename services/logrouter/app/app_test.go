@@ -281,7 +281,7 @@ func TestFluentBitPackedForwardPipelined(t *testing.T) {
 
 func TestBadInputClosesOnlyThatConnection(t *testing.T) {
 	t.Parallel()
-	h := start(t, fileYAML, nil)
+	h := start(t, strings.Replace(fileYAML, "listen: 127.0.0.1:0", "listen: 127.0.0.1:0\n    maxFrameBytes: 1MiB", 1), nil)
 	out := filepath.Join(h.dir, "out", "logs.ndjson")
 	good, goodAcks := rawConn(t, h.addrs.Forward)
 	bad := map[string][]byte{
@@ -309,10 +309,23 @@ func TestBadInputClosesOnlyThatConnection(t *testing.T) {
 	require.NoError(t, err)
 	c.Close()
 
-	require.Eventually(t, func() bool { return h.metrics()["input"]["forward.0"]["protocol_errors"] == 5 }, 5*time.Second, 20*time.Millisecond)
+	// A message larger than maxFrameBytes (1 MiB here).
+	c, err = net.Dial("tcp", h.addrs.Forward)
+	require.NoError(t, err)
+	big := fwtest.Message("x", time.Now(), map[string]any{"log": strings.Repeat("x", 1200<<10)}, "big")
+	_, _ = c.Write(big) // the server may close before reading it all
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = c.Read(make([]byte, 1))
+	require.Error(t, err, "oversize: closed, no ack")
+	c.Close()
+
+	require.Eventually(t, func() bool { return h.metrics()["input"]["forward.0"]["protocol_errors"] == 6 }, 5*time.Second, 20*time.Millisecond)
 	m := h.metrics()["input"]["forward.0"]
 	require.Equal(t, int64(1), m["protocol_errors_bad_gzip"])
-	require.Equal(t, int64(2), m["protocol_errors_wrong_type"])
+	require.Equal(t, int64(1), m["protocol_errors_wrong_type"])
+	require.Equal(t, int64(1), m["protocol_errors_invalid_utf8"])
+	require.Equal(t, int64(1), m["protocol_errors_oversize"])
+	require.Equal(t, int64(2), m["protocol_errors_malformed"], "garbage and the truncated frame")
 
 	// The good connection, opened before, is still served.
 	_, err = good.Write(fwtest.Message("ok", time.Now(), map[string]any{"log": "still here"}, "after-bad"))

@@ -43,7 +43,8 @@ type Frame struct {
 
 // ProtocolError is a frame the server refuses; the connection is closed.
 type ProtocolError struct {
-	// Reason is a short label for the counter (malformed, bad_gzip, ...).
+	// Reason is a short label for the counter: malformed, wrong_type,
+	// invalid_utf8, bad_gzip, oversize, auth_failed.
 	Reason string
 	Err    error
 }
@@ -204,6 +205,9 @@ func malformed(err error) error {
 func wrongType(what string, err error) error {
 	if errors.Is(err, errShort) {
 		return malformed(err)
+	}
+	if errors.Is(err, errInvalidUTF8) {
+		return perr("invalid_utf8", "%s: %v", what, err)
 	}
 	return perr("wrong_type", "%s: %v", what, err)
 }

@@ -14,7 +14,10 @@ import (
 // with an error that says what was wrong; nothing it reads can make it
 // allocate more than the frame's own size.
 
-var errShort = errors.New("msgpack: truncated")
+var (
+	errShort       = errors.New("msgpack: truncated")
+	errInvalidUTF8 = errors.New("string is not valid UTF-8")
+)
 
 // maxDepth bounds nesting of records (a defence against stack exhaustion).
 const maxDepth = 64
@@ -334,7 +337,7 @@ func (r *reader) str() (string, error) {
 		return "", err
 	}
 	if !utf8.Valid(b) {
-		return "", errors.New("string is not valid UTF-8")
+		return "", errInvalidUTF8
 	}
 	return string(b), nil
 }
@@ -527,6 +530,9 @@ func (r *reader) mapValue(depth int) (map[string]any, error) {
 		key, err := r.bytes()
 		if err != nil {
 			return nil, fmt.Errorf("map key: %w", err)
+		}
+		if !utf8.Valid(key) {
+			return nil, fmt.Errorf("map key %q: %w", key, errInvalidUTF8)
 		}
 		v, err := r.value(depth + 1)
 		if err != nil {

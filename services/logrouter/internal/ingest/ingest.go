@@ -107,15 +107,32 @@ func (in *Ingest) Take(ctx context.Context, c *InputCounters, tag string, recs [
 			continue
 		}
 		out := in.Outputs[o]
-		cm, err := out.Spool.Append(ctx, rs)
-		if errors.Is(err, spool.ErrFull) {
-			out.Counters.DroppedRecords.Add(int64(len(rs)))
-			continue
+		// Append in pieces of at most a quarter of the quota, so a frame
+		// larger than a small spool still gets through piece by piece.
+		for len(rs) > 0 {
+			n, size := 0, int64(0)
+			for n < len(rs) && (n == 0 || size+int64(len(rs[n])) <= out.Spool.MaxBytes()/4) {
+				size += int64(len(rs[n]))
+				n++
+			}
+			cm, err := out.Spool.Append(ctx, rs[:n])
+			if errors.Is(err, spool.ErrFull) {
+				out.Counters.DroppedRecords.Add(int64(n))
+				rs = rs[n:]
+				continue
+			}
+			if errors.Is(err, spool.ErrTooLarge) {
+				// One record beyond the whole quota can never be spooled.
+				out.Counters.DroppedRecords.Add(1)
+				rs = rs[1:]
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("spool %s: %w", out.Name, err)
+			}
+			commits = append(commits, cm)
+			rs = rs[n:]
 		}
-		if err != nil {
-			return nil, fmt.Errorf("spool %s: %w", out.Name, err)
-		}
-		commits = append(commits, cm)
 	}
 	return func(ctx context.Context) error {
 		for _, cm := range commits {

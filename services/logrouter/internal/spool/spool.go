@@ -407,6 +407,9 @@ func (s *Spool) release(n int64) {
 	s.mu.Unlock()
 }
 
+// MaxBytes is the quota.
+func (s *Spool) MaxBytes() int64 { return s.o.MaxBytes }
+
 // Full reports whether the spool is at its quota.
 func (s *Spool) Full() bool {
 	s.mu.Lock()
