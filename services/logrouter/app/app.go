@@ -320,6 +320,9 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	}
 	hs.AddCheck("spools", func(context.Context) error {
 		for _, o := range outs {
+			if err := o.spool.Err(); err != nil {
+				return fmt.Errorf("spool of output %s: %w", o.cfg.Name, err)
+			}
 			if o.cfg.WhenFull != "drop_newest" && o.spool.Full() {
 				return fmt.Errorf("spool of output %s is full", o.cfg.Name)
 			}

@@ -407,6 +407,14 @@ func (s *Spool) release(n int64) {
 	s.mu.Unlock()
 }
 
+// Err is the write error that stopped the spool, if any (appends fail
+// until the process restarts and recovers the spool).
+func (s *Spool) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.writeErr
+}
+
 // MaxBytes is the quota.
 func (s *Spool) MaxBytes() int64 { return s.o.MaxBytes }
 
