@@ -118,3 +118,16 @@ func (t *manualTimer) Stop() bool {
 	}
 	return false
 }
+
+// NextTimer returns the earliest deadline of the waiting timers.
+func (m *Manual) NextTimer() (time.Time, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var at time.Time
+	for _, t := range m.timers {
+		if at.IsZero() || t.at.Before(at) {
+			at = t.at
+		}
+	}
+	return at, !at.IsZero()
+}

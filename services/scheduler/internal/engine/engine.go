@@ -359,7 +359,7 @@ func (e *Engine) fireDue(now time.Time) {
 			// resume with the fires still within the deadline.
 			f.skip = v1.SkipReason_SKIP_REASON_DEADLINE_PASSED
 			f.detail = fmt.Sprintf("fire is %s late, startingDeadline is %s", now.Sub(at).Round(time.Millisecond), dl)
-			next = en.expr.Next(now.Add(-dl))
+			next = en.expr.Next(now.Add(-dl - time.Nanosecond))
 		}
 		en.next = next
 		e.fix(en)

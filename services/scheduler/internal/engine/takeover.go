@@ -127,14 +127,14 @@ const maxWithin = 100_000
 // policy c to the fires of expr in (from, now].
 func PlanCatchUp(expr schedule.Expr, from, now time.Time, dl time.Duration, c schedule.CatchUp) CatchUpPlan {
 	var p CatchUpPlan
-	cutoff := from
+	cutoff := from.Add(time.Nanosecond) // no late fires: within starts after from
 	if dl > 0 && now.Add(-dl).After(from) {
 		cutoff = now.Add(-dl)
 	}
 	t := from
 	for {
 		t = expr.Next(t)
-		if t.IsZero() || t.After(cutoff) {
+		if t.IsZero() || !t.Before(cutoff) {
 			break
 		}
 		if len(p.Late) < maxLateSkips {
@@ -148,7 +148,8 @@ func PlanCatchUp(expr schedule.Expr, from, now time.Time, dl time.Duration, c sc
 		}
 	}
 	var within []time.Time
-	for t := expr.Next(cutoff); !t.IsZero() && !t.After(now) && len(within) < maxWithin; t = expr.Next(t) {
+	// A fire exactly startingDeadline old is still within it.
+	for t := expr.Next(cutoff.Add(-time.Nanosecond)); !t.IsZero() && !t.After(now) && len(within) < maxWithin; t = expr.Next(t) {
 		within = append(within, t)
 	}
 	keep := c.Max
