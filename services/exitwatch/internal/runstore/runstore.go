@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"time"
@@ -24,7 +25,7 @@ import (
 const MissedReasonPrefix = "missed"
 
 // maxAttempts bounds the compare-and-set retry loop of Update.
-const maxAttempts = 20
+const maxAttempts = 50
 
 // ErrConflict is returned when Update lost the race maxAttempts times.
 var ErrConflict = errors.New("run record kept changing under compare-and-set")
@@ -65,12 +66,22 @@ type Store struct {
 	aggs   map[string]*ScheduleAgg
 	ready  bool
 	closed map[string]time.Time // finished run -> when it may be dropped
+	// done counts verdicts per minute of finishing and cluster, so the
+	// summary does not need the finished records themselves.
+	done map[int64]map[string]*Counts
+}
+
+// Counts are the verdicts of one cluster in a time window.
+type Counts struct {
+	Succeeded, Failed int
+	// Failing lists the schedules with a failed run.
+	Failing map[string]bool
 }
 
 // New returns a store over kv. Finished records stay in memory for retain
 // after they finished (summary window, silent-run grace).
 func New(kv jetstream.KeyValue, log *slog.Logger, retain time.Duration, now func() time.Time) *Store {
-	return &Store{kv: kv, log: log, retain: retain, now: now, runs: map[string]entry{}, aggs: map[string]*ScheduleAgg{}, closed: map[string]time.Time{}}
+	return &Store{kv: kv, log: log, retain: retain, now: now, runs: map[string]entry{}, aggs: map[string]*ScheduleAgg{}, closed: map[string]time.Time{}, done: map[int64]map[string]*Counts{}}
 }
 
 // Open reports whether a record is a run still waiting for its verdict.
@@ -140,8 +151,12 @@ func (s *Store) Ready() bool {
 func (s *Store) put(key string, rec *v1.RunRecord, rev uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if cur, ok := s.runs[key]; ok && cur.rev >= rev {
+	cur, known := s.runs[key]
+	if known && cur.rev >= rev {
 		return
+	}
+	if (!known || Open(cur.rec)) && rec.GetOutcome() != v1.Outcome_OUTCOME_UNSPECIFIED && rec.GetFinishedAt() != nil {
+		s.count(rec)
 	}
 	s.runs[key] = entry{rec: rec, rev: rev}
 	s.aggregate(rec)
@@ -196,14 +211,78 @@ func (s *Store) aggregate(r *v1.RunRecord) {
 	}
 }
 
-// Prune drops finished records whose retention passed.
-func (s *Store) Prune(now time.Time) {
+// count adds a verdict to the per-minute counters. A record seen
+// finished for the first time by this process counts once (a record pruned
+// from memory and seen again may count twice; the summary is a report, not
+// a ledger).
+func (s *Store) count(r *v1.RunRecord) {
+	fin := r.GetFinishedAt().AsTime()
+	if s.now().Sub(fin) > 24*time.Hour {
+		return
+	}
+	m := fin.Unix() / 60
+	per := s.done[m]
+	if per == nil {
+		per = map[string]*Counts{}
+		s.done[m] = per
+	}
+	c := per[r.GetCluster()]
+	if c == nil {
+		c = &Counts{Failing: map[string]bool{}}
+		per[r.GetCluster()] = c
+	}
+	if r.GetOutcome() == v1.Outcome_OUTCOME_SUCCEEDED {
+		c.Succeeded++
+	} else {
+		c.Failed++
+		if r.GetSchedule() != "" {
+			c.Failing[r.GetSchedule()] = true
+		}
+	}
+}
+
+// Finished returns the verdicts per cluster of runs that finished in
+// (from, to], at minute resolution.
+func (s *Store) Finished(from, to time.Time) map[string]*Counts {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := map[string]*Counts{}
+	for m, per := range s.done {
+		if m*60 < from.Unix() || m*60 >= to.Unix() {
+			continue
+		}
+		for cl, c := range per {
+			o := out[cl]
+			if o == nil {
+				o = &Counts{Failing: map[string]bool{}}
+				out[cl] = o
+			}
+			o.Succeeded += c.Succeeded
+			o.Failed += c.Failed
+			for f := range c.Failing {
+				o.Failing[f] = true
+			}
+		}
+	}
+	return out
+}
+
+// Prune drops finished records whose retention passed, and earlier those
+// keep does not want (nil keeps every record until its retention), and
+// counters older than a day.
+func (s *Store) Prune(now time.Time, keep func(*v1.RunRecord) bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for k, until := range s.closed {
-		if now.After(until) {
+		e, ok := s.runs[k]
+		if !ok || now.After(until) || (keep != nil && !keep(e.rec)) {
 			delete(s.closed, k)
 			delete(s.runs, k)
+		}
+	}
+	for m := range s.done {
+		if now.Unix()-m*60 > 24*3600 {
+			delete(s.done, m)
 		}
 	}
 }
@@ -311,6 +390,12 @@ func (s *Store) Update(ctx context.Context, runID string, create func() *v1.RunR
 		if err != nil {
 			if isConflict(err) {
 				cached = false
+				// Jittered pause so racing writers stop colliding.
+				select {
+				case <-ctx.Done():
+					return nil, false, ctx.Err()
+				case <-time.After(time.Duration(rand.Int64N(int64(attempt+1) * int64(time.Millisecond)))):
+				}
 				continue
 			}
 			return nil, false, fmt.Errorf("update run record %s: %w", runID, err)

@@ -58,7 +58,19 @@ func (t *Tracker) Tick(ctx context.Context) {
 	if err := t.maybeSummary(ctx, recs, wall); err != nil {
 		t.d.Log.Error("summary", "err", err)
 	}
-	t.d.Store.Prune(wall)
+	t.d.Store.Prune(wall, t.keep)
+}
+
+// keep says which finished records the rules still need in memory:
+// those with unpublished decisions, and those a silent_run may still be
+// raised for. Everything else is in KV.
+func (t *Tracker) keep(r *v1.RunRecord) bool {
+	if len(unsent(r)) > 0 {
+		return true
+	}
+	it := t.item(r)
+	return it != nil && it.Logs && !has(r, KindSilentRun) && ran(r) && r.GetFinishedAt() != nil &&
+		t.Now().Sub(r.GetFinishedAt().AsTime()) <= t.cfg.SilentGrace+time.Minute
 }
 
 func (t *Tracker) tickRun(ctx context.Context, r *v1.RunRecord, now, wall time.Time) error {
@@ -410,14 +422,14 @@ func (t *Tracker) maybeSummary(ctx context.Context, recs []*v1.RunRecord, wall t
 	}
 	t.lastSummary = end
 	t.mu.Unlock()
-	a := BuildSummary(recs, t.cfg.Clusters, t.runningByCluster(recs), t.clusterOf, end.Add(-every), end)
+	a := BuildSummary(recs, t.d.Store.Finished(end.Add(-every), end), t.cfg.Clusters, t.runningByCluster(recs), t.clusterOf, end.Add(-every), end)
 	return t.PublishAlert(ctx, a, "summary:"+strconv.FormatInt(end.Unix(), 10))
 }
 
 // BuildSummary renders the summary of the window (from, to]: per cluster
 // running tasks against the limit, runs succeeded and failed, failing
 // schedules and the longest running task.
-func BuildSummary(recs []*v1.RunRecord, clusters map[string]Cluster, running map[string]int, clusterOf func(string) string, from, to time.Time) *v1.Alert {
+func BuildSummary(recs []*v1.RunRecord, finished map[string]*runstore.Counts, clusters map[string]Cluster, running map[string]int, clusterOf func(string) string, from, to time.Time) *v1.Alert {
 	type stat struct {
 		ok, failed int
 		failing    map[string]bool
@@ -439,28 +451,16 @@ func BuildSummary(recs []*v1.RunRecord, clusters map[string]Cluster, running map
 	}
 	var longest *v1.RunRecord
 	for _, r := range recs {
-		c := clusterOf(r.GetCluster())
-		if runstore.Open(r) {
-			if activeTasks(r) > 0 && r.GetStartedAt() != nil && (longest == nil || r.GetStartedAt().AsTime().Before(longest.GetStartedAt().AsTime())) {
-				longest = r
-			}
-			continue
+		if runstore.Open(r) && activeTasks(r) > 0 && r.GetStartedAt() != nil && (longest == nil || r.GetStartedAt().AsTime().Before(longest.GetStartedAt().AsTime())) {
+			longest = r
 		}
-		if r.GetOutcome() == v1.Outcome_OUTCOME_UNSPECIFIED || r.GetFinishedAt() == nil {
-			continue
-		}
-		fin := r.GetFinishedAt().AsTime()
-		if !fin.After(from) || fin.After(to) {
-			continue
-		}
-		s := get(c)
-		if r.GetOutcome() == v1.Outcome_OUTCOME_SUCCEEDED {
-			s.ok++
-		} else {
-			s.failed++
-			if r.GetSchedule() != "" {
-				s.failing[r.GetSchedule()] = true
-			}
+	}
+	for cl, c := range finished {
+		s := get(clusterOf(cl))
+		s.ok += c.Succeeded
+		s.failed += c.Failed
+		for f := range c.Failing {
+			s.failing[f] = true
 		}
 	}
 	names := make([]string, 0, len(per))
