@@ -24,8 +24,9 @@ import (
 
 // BenchmarkIngest measures, in the same run and on the same stream of b.N
 // events, how fast a bare pull consumer (AckNone, no decoding: the bus
-// limit) and the exporter's ingester (decode, aggregate, KV snapshot, acks)
-// consume it. Run it on one core:
+// limit) and the exporter's ingester (decode, aggregate, KV snapshot) consume
+// it, each three times alternately, reporting each one's best. Run it on one
+// core:
 //
 //	go test ./internal/ingest -run '^$' -bench Ingest -benchtime 200000x -cpu 1
 //
@@ -88,11 +89,13 @@ func BenchmarkIngest(b *testing.B) {
 		d := time.Since(start)
 		cc.Stop()
 		return d
-	}()
+	}
 	// The exporter.
+	rep := 0
 	exp := func() time.Duration {
+		rep++
 		store := aggregate.New("", nil)
-		in := New(js, store, logging.New(io.Discard, 0, "bench"), Config{Instance: "bench", PullBatch: batch})
+		in := New(js, store, logging.New(io.Discard, 0, "bench"), Config{Instance: fmt.Sprintf("bench-%d", rep), PullBatch: batch})
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		start := time.Now()
@@ -109,10 +112,17 @@ func BenchmarkIngest(b *testing.B) {
 			b.Fatal(err)
 		}
 		return d
-	}()
+	}
+	// Alternate the two, three times each, and keep each one's best run:
+	// other load on the machine slows single runs, not the best of three.
+	bestBare, bestExp := time.Duration(1<<62), time.Duration(1<<62)
+	for range 3 {
+		bestBare = min(bestBare, bare())
+		bestExp = min(bestExp, exp())
+	}
 	b.StopTimer()
-	bareRate := float64(n) / bare.Seconds()
-	expRate := float64(n) / exp.Seconds()
+	bareRate := float64(n) / bestBare.Seconds()
+	expRate := float64(n) / bestExp.Seconds()
 	b.ReportMetric(bareRate, "bare-events/s")
 	b.ReportMetric(expRate, "exporter-events/s")
 	b.ReportMetric(100*expRate/bareRate, "%-of-bus")
