@@ -155,10 +155,19 @@ func (r *Runner) Run(ctx context.Context) error {
 			return fmt.Errorf("output %s: read spool: %w", r.Name, err)
 		}
 		if len(b.Records) > 0 {
+			// One copy of the batch backs every string of its events (the
+			// reader's buffer is reused by the next Next).
+			size := 0
+			for _, rec := range b.Records {
+				size += len(rec)
+			}
+			arena := make([]byte, 0, size)
 			evs = evs[:0]
 			for _, rec := range b.Records {
 				var e event.Event
-				if err := e.Unmarshal(rec); err != nil {
+				start := len(arena)
+				arena = append(arena, rec...)
+				if err := e.UnmarshalShared(arena[start:]); err != nil {
 					r.Counters.Errors.Add(1)
 					r.Log.Error("undecodable spool record skipped", "output", r.Name, "err", err)
 					continue

@@ -80,6 +80,9 @@ func TestEventRoundTripAndFormats(t *testing.T) {
 	require.NoError(t, d.Unmarshal(e.AppendBinary(nil)))
 	require.Equal(t, e, d)
 	require.Error(t, d.Unmarshal(e.AppendBinary(nil)[:10]))
+	var sh event.Event
+	require.NoError(t, sh.UnmarshalShared(e.AppendBinary(nil)))
+	require.Equal(t, e, sh)
 	require.Equal(t, `{"time":"2026-01-02T03:04:05.000000006Z","cluster":"c","service":"s","container":"k","task":"x","source":"stdout","level":"info","run_id":"r","tag":"t","log":"say \"hi\"\n\u0001","truncated":true,"attributes":{"a":1}}`+"\n", string(e.AppendLine(nil, event.FormatJSON)))
 	require.Equal(t, "say \"hi\"\n\x01\n", string(e.AppendLine(nil, event.FormatRaw)))
 }

@@ -5,6 +5,7 @@
 package stats
 
 import (
+	"strings"
 	"sync"
 	"time"
 
@@ -38,20 +39,30 @@ func (w *Window) Add(evs []event.Event) {
 	defer w.mu.Unlock()
 	for i := range evs {
 		e := &evs[i]
+		// Strings may point into a whole input frame: keys are cloned on
+		// insert so the window does not keep frames alive.
 		k := key{e.Cluster, e.Service}
 		a := w.m[k]
 		if a == nil {
 			a = &agg{byLevel: map[string]int64{}}
-			w.m[k] = a
+			w.m[key{strings.Clone(e.Cluster), strings.Clone(e.Service)}] = a
 		}
 		a.records++
 		a.bytes += int64(len(e.Log))
-		a.byLevel[e.Level]++
+		if _, ok := a.byLevel[e.Level]; ok {
+			a.byLevel[e.Level]++
+		} else {
+			a.byLevel[strings.Clone(e.Level)] = 1
+		}
 		if e.RunID != "" {
 			if a.byRun == nil {
 				a.byRun = map[string]int64{}
 			}
-			a.byRun[e.RunID]++
+			if _, ok := a.byRun[e.RunID]; ok {
+				a.byRun[e.RunID]++
+			} else {
+				a.byRun[strings.Clone(e.RunID)] = 1
+			}
 		}
 	}
 }
