@@ -29,10 +29,10 @@ type leader struct {
 	ch chan bool
 }
 
-func newLeader() *leader             { return &leader{ch: make(chan bool, 1)} }
-func (l *leader) Leading() bool       { return l.on.Load() }
+func newLeader() *leader               { return &leader{ch: make(chan bool, 1)} }
+func (l *leader) Leading() bool        { return l.on.Load() }
 func (l *leader) Changes() <-chan bool { return l.ch }
-func (l *leader) set(v bool)          { l.on.Store(v); l.ch <- v }
+func (l *leader) set(v bool)           { l.on.Store(v); l.ch <- v }
 
 type stopCall struct {
 	ids    []string
@@ -308,7 +308,7 @@ func TestPlanCatchUpCapsLateSkips(t *testing.T) {
 	p := PlanCatchUp(e, t0, t0.Add(time.Hour), time.Minute, schedule.CatchUp{Mode: schedule.CatchUpAll, Max: 10})
 	require.Len(t, p.Late, maxLateSkips)
 	require.Equal(t, 3539-maxLateSkips, p.MoreLate) // 00:00:01 .. 00:58:59
-	require.Len(t, p.Skip, 51) // 00:59:00 .. 00:59:50, exactly the deadline old counts as within
+	require.Len(t, p.Skip, 51)                      // 00:59:00 .. 00:59:50, exactly the deadline old counts as within
 	require.Len(t, p.Run, 10)
 	require.True(t, t0.Add(time.Hour).Equal(p.Run[9]))
 	// No deadline: everything is within.
