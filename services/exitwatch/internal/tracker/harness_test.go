@@ -216,3 +216,16 @@ func (h *harness) eventually(cond func() bool, msg string) {
 	h.t.Helper()
 	require.Eventually(h.t, cond, 10*time.Second, 10*time.Millisecond, msg)
 }
+
+// drained waits until the tracker consumed and acknowledged every event.
+func (h *harness) drained() {
+	h.t.Helper()
+	h.eventually(func() bool {
+		c, err := h.env.JS.Consumer(context.Background(), "RUNS", "exitwatch-tracker")
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(context.Background())
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+	}, "tracker consumer drained")
+}
