@@ -314,7 +314,8 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 		ecsClient = ecs.NewFromConfig(awsCfg)
 	}
 
-	tdeps := tracker.Deps{JS: js, Store: store, List: list, Log: log.With("component", "tracker"), Now: now, Meter: meter}
+	tdeps := tracker.Deps{JS: js, Store: store, List: list, Log: log.With("component", "tracker"), Now: now, Meter: meter,
+		Tracer: tel.Tracer.Tracer("github.com/taskyard/taskyard/services/exitwatch")}
 	if cfg.StopOverrun && ecsClient != nil {
 		tdeps.Stopper = ecspoll.Stopper{API: ecsClient}
 	}

@@ -95,12 +95,12 @@ func newHarness(t *testing.T, cfg tracker.Config) *harness {
 // shared).
 func addReplica(t *testing.T, env *natstest.Env, clk *clock, cfg tracker.Config) *harness {
 	t.Helper()
-	return addReplicaCtx(t, context.Background(), env, clk, cfg)
+	return addReplicaCtx(t, context.Background(), env, clk, cfg, nil)
 }
 
 // addReplicaCtx starts a tracker that stops when parent ends (wait blocks
 // until it did).
-func addReplicaCtx(t *testing.T, parent context.Context, env *natstest.Env, clk *clock, cfg tracker.Config) *harness {
+func addReplicaCtx(t *testing.T, parent context.Context, env *natstest.Env, clk *clock, cfg tracker.Config, stopper tracker.TaskStopper) *harness {
 	t.Helper()
 	ctx, cancel := context.WithCancel(parent)
 	h := &harness{t: t, env: env, clock: clk, bus: &bus{}, ctx: ctx}
@@ -112,7 +112,7 @@ func addReplicaCtx(t *testing.T, parent context.Context, env *natstest.Env, clk 
 	if cfg.Tick == 0 {
 		cfg.Tick = time.Hour // tests call Tick themselves
 	}
-	tr, err := tracker.New(cfg, tracker.Deps{JS: env.JS, Store: h.store, List: h.list, Log: log, Now: clk.Now, Meter: noop.NewMeterProvider().Meter("t")})
+	tr, err := tracker.New(cfg, tracker.Deps{JS: env.JS, Store: h.store, List: h.list, Log: log, Now: clk.Now, Meter: noop.NewMeterProvider().Meter("t"), Stopper: stopper})
 	require.NoError(t, err)
 	h.tr = tr
 	sub, err := env.NC.Subscribe("taskyard.>", func(m *nats.Msg) {

@@ -28,6 +28,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -154,6 +156,9 @@ type Deps struct {
 	Now     func() time.Time
 	Stopper TaskStopper
 	Meter   metric.Meter
+	// Tracer traces event processing; the trace context of each event
+	// (traceparent) continues into what it causes (verdict, alerts).
+	Tracer trace.Tracer
 }
 
 // Tracker is the run tracker and rule engine.
@@ -179,6 +184,9 @@ type Tracker struct {
 // New returns a tracker.
 func New(cfg Config, d Deps) (*Tracker, error) {
 	cfg.defaults()
+	if d.Tracer == nil {
+		d.Tracer = tracenoop.NewTracerProvider().Tracer("exitwatch")
+	}
 	t := &Tracker{cfg: cfg, d: d, subj: v1.Subjects{Prefix: cfg.Prefix}, start: d.Now(), unsentSince: map[string]time.Time{}, incidents: map[string]bool{}}
 	var err error
 	if t.events, err = d.Meter.Int64Counter("exitwatch_events", metric.WithDescription("events processed by the run tracker")); err != nil {
@@ -349,6 +357,9 @@ func shardKey(m proto.Message) string {
 }
 
 func (t *Tracker) process(ctx context.Context, j job) {
+	ctx, span := t.d.Tracer.Start(v1.ContextFromHeader(ctx, j.msg.Headers()), "exitwatch.track "+string(j.m.ProtoReflect().Descriptor().Name()),
+		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attribute.String("messaging.destination.name", j.msg.Subject())))
+	defer span.End()
 	var err error
 	switch m := j.m.(type) {
 	case *v1.RunDispatched:
@@ -372,6 +383,7 @@ func (t *Tracker) process(ctx context.Context, j job) {
 		if ctx.Err() != nil {
 			return
 		}
+		span.RecordError(err)
 		t.d.Log.Error("event not processed, will be redelivered", "subject", j.msg.Subject(), "err", err)
 		_ = j.msg.NakWithDelay(time.Second)
 		return

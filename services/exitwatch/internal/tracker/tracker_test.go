@@ -7,11 +7,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	v1 "github.com/taskyard/taskyard/proto/taskyard/v1"
+	"github.com/taskyard/taskyard/services/exitwatch/internal/awstest"
+	"github.com/taskyard/taskyard/services/exitwatch/internal/ecspoll"
 	"github.com/taskyard/taskyard/services/exitwatch/internal/natstest"
 	"github.com/taskyard/taskyard/services/exitwatch/internal/tracker"
 )
@@ -347,7 +352,7 @@ func TestSurvivesRestart(t *testing.T) {
 	env := natstest.Start(t)
 	clk := &clock{t: t0}
 	ctx, cancel := context.WithCancel(context.Background())
-	first := addReplicaCtx(t, ctx, env, clk, tracker.Config{})
+	first := addReplicaCtx(t, ctx, env, clk, tracker.Config{}, nil)
 	first.applySchedule(spec("nightly", "cron(0 3 * * ? *)"))
 	id := v1.RunID("nightly", t0, v1.Trigger_TRIGGER_SCHEDULE)
 	first.dispatch(dispatched("nightly", id, t0, "task-1"))
@@ -373,4 +378,37 @@ func realTasksOf(r *v1.RunRecord) []*v1.TaskStateChanged {
 		}
 	}
 	return out
+}
+
+// With StopOverrun the tasks of a run past its timeout are stopped through
+// the real ECS client (StopTask), and the stop makes the verdict TIMED_OUT.
+func TestStopOverrun(t *testing.T) {
+	t.Parallel()
+	ecsSrv := awstest.NewECS()
+	defer ecsSrv.Close()
+	arn := "arn:aws:ecs:eu-west-1:123456789012:task/batch/0123456789abcdef0123456789abcdef"
+	ecsSrv.Put(awstest.ECSTask{Arn: arn, Cluster: "arn:aws:ecs:eu-west-1:123456789012:cluster/batch", LastStatus: "RUNNING", DesiredStatus: "RUNNING"})
+	client := ecs.New(ecs.Options{Region: "eu-west-1", BaseEndpoint: aws.String(ecsSrv.URL), Credentials: credentials.NewStaticCredentialsProvider("AKID", "secret", "")})
+	env := natstest.Start(t)
+	h := addReplicaCtx(t, context.Background(), env, &clock{t: t0}, tracker.Config{StopOverrun: true}, ecspoll.Stopper{API: client})
+	sp := spec("etl", "cron(0 3 * * ? *)")
+	sp.Timing.Timeout = durationpb.New(10 * time.Minute)
+	h.applySchedule(sp)
+	id := v1.RunID("etl", t0, v1.Trigger_TRIGGER_SCHEDULE)
+	h.dispatch(dispatched("etl", id, t0, arn))
+	h.task(&v1.TaskStateChanged{TaskArn: arn, ClusterArn: "arn:aws:ecs:eu-west-1:123456789012:cluster/batch", RunId: id, Schedule: "etl", Cluster: "batch",
+		LastStatus: "RUNNING", Version: 3, StartedAt: timestamppb.New(t0)})
+	h.eventually(func() bool { r, ok := h.store.Get(id); return ok && len(realTasksOf(r)) == 1 }, "running")
+	h.clock.Set(t0.Add(11 * time.Minute))
+	h.tr.Tick(context.Background())
+	h.eventually(func() bool { return len(h.bus.AlertsOf(tracker.KindOverrun)) == 1 }, "overrun")
+	require.Contains(t, h.bus.AlertsOf(tracker.KindOverrun)[0].GetText(), "asked ECS to stop it")
+	require.Equal(t, "taskyard: run exceeded its timeout of 10m0s", ecsSrv.Stopped[arn])
+	require.Empty(t, ecsSrv.Problems)
+	// ECS reports the stop.
+	h.task(&v1.TaskStateChanged{TaskArn: arn, RunId: id, Schedule: "etl", Cluster: "batch", LastStatus: "STOPPED", Version: 5, StopCode: "UserInitiated",
+		StoppedReason: ecsSrv.Stopped[arn], StartedAt: timestamppb.New(t0), StoppedAt: timestamppb.New(t0.Add(11 * time.Minute)),
+		Containers: []*v1.ContainerState{{Name: "app", ExitCode: 143, HasExitCode: true}}})
+	h.eventually(func() bool { return len(h.bus.Finished()) == 1 }, "verdict")
+	require.Equal(t, v1.Outcome_OUTCOME_TIMED_OUT, h.bus.Finished()[0].GetOutcome())
 }
