@@ -30,6 +30,7 @@ import (
 	"github.com/taskyard/taskyard/services/kit/telemetry"
 	"github.com/taskyard/taskyard/services/scheduler/internal/clock"
 	"github.com/taskyard/taskyard/services/scheduler/internal/control"
+	"github.com/taskyard/taskyard/services/scheduler/internal/ecsrunner"
 	"github.com/taskyard/taskyard/services/scheduler/internal/engine"
 	"github.com/taskyard/taskyard/services/scheduler/internal/execrunner"
 	"github.com/taskyard/taskyard/services/scheduler/internal/lease"
@@ -300,7 +301,11 @@ func run(ctx context.Context, cfg Config, deps Deps) error {
 				}
 			}
 		case RunnerECS:
-			//ECSRUNNER
+			client, err := ecsrunner.NewClient(ctx, cfg.ECS.Region, cfg.ECS.Endpoint)
+			if err != nil {
+				return err
+			}
+			run = ecsrunner.New(ecsrunner.Config{Client: client, Log: log, Rate: cfg.ECS.RunTaskRate, Burst: cfg.ECS.RunTaskBurst})
 		}
 	}
 	if shutdownRunner != nil {

@@ -21,7 +21,7 @@ func execSpec(name, expr, script string) *v1.ScheduleSpec {
 	return &v1.ScheduleSpec{
 		Name: name, Cluster: "dev", Type: "scheduled",
 		Containers: []*v1.Container{{
-			Name: "job", Image: "local", Essential: true,
+			Name: "job", Image: "local", Essential: true, Memory: 128,
 			Command:     []string{"sh", "-c", script},
 			Environment: map[string]string{"GREETING": "hello"},
 		}},

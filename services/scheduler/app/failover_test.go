@@ -91,7 +91,7 @@ func TestFailover(t *testing.T) {
 	for i := 0; i < schedules; i++ {
 		specs = append(specs, &v1.ScheduleSpec{
 			Name: fmt.Sprintf("tick-%02d", i), Cluster: "any", Type: "scheduled",
-			Containers: []*v1.Container{{Name: "c", Image: "x", Essential: true}},
+			Containers: []*v1.Container{{Name: "c", Image: "x", Essential: true, Memory: 128}},
 			Timing: &v1.Timing{
 				Expression: "rate(1 second)", Timezone: "UTC", TaskCount: 1, Concurrency: "allow", Enabled: true,
 				StartingDeadline: durationpb.New(time.Minute), CatchUp: &v1.CatchUp{Mode: "all", Max: 100},

@@ -309,36 +309,43 @@ func (s *Server) setEnabled(ctx context.Context, data []byte, on bool) proto.Mes
 	return &v1.AckReply{}
 }
 
-// Validate checks a spec as the daemon will run it: name, cluster profile,
-// expression and time zone, containers.
+// Validate checks a spec as the daemon will run it: every rule of a
+// schedule file (schedule.ScheduleFromProto), the cluster profile it names
+// when the scheduler has profiles, and that it fits that profile.
 func Validate(spec *v1.ScheduleSpec, profiles map[string]*schedule.Profile) []string {
-	var probs []string
 	name := spec.GetName()
-	if err := v1.CheckName(name); err != nil {
-		probs = append(probs, fmt.Sprintf("schedule %q: name: %v", name, err))
+	prefix := fmt.Sprintf("schedule %q: ", name)
+	if f := spec.GetSourceFile(); f != "" {
+		prefix = fmt.Sprintf("schedule %q (%s): ", name, f)
 	}
-	switch {
-	case spec.GetCluster() == "":
-		probs = append(probs, fmt.Sprintf("schedule %q: cluster: required", name))
-	case len(profiles) > 0 && profiles[spec.GetCluster()] == nil:
+	s, err := schedule.ScheduleFromProto(spec)
+	if err != nil {
+		var probs schedule.Problems
+		if errors.As(err, &probs) {
+			out := make([]string, 0, len(probs))
+			for _, p := range probs {
+				out = append(out, prefix+p.String())
+			}
+			return out
+		}
+		return []string{prefix + err.Error()}
+	}
+	if len(profiles) == 0 {
+		return nil
+	}
+	p := profiles[spec.GetCluster()]
+	if p == nil {
 		known := make([]string, 0, len(profiles))
 		for k := range profiles {
 			known = append(known, k)
 		}
 		slices.Sort(known)
-		probs = append(probs, fmt.Sprintf("schedule %q: cluster: no cluster profile %q on the scheduler (known: %s)", name, spec.GetCluster(), strings.Join(known, ", ")))
+		return []string{fmt.Sprintf("%scluster: no cluster profile %q on the scheduler (known: %s)", prefix, spec.GetCluster(), strings.Join(known, ", "))}
 	}
-	if len(spec.GetContainers()) == 0 {
-		probs = append(probs, fmt.Sprintf("schedule %q: containers: at least one container is required", name))
+	if err := s.ValidateWith(p); err != nil {
+		return []string{prefix + err.Error()}
 	}
-	expr, err := engine.ParseTiming(spec)
-	switch {
-	case err != nil:
-		probs = append(probs, err.Error())
-	case expr == nil && spec.GetType() != string(schedule.TypeManual):
-		probs = append(probs, fmt.Sprintf("schedule %q: schedule.expression: required unless type is manual", name))
-	}
-	return probs
+	return nil
 }
 
 func (s *Server) applyVerb(ctx context.Context, data []byte, allowCreate, allowDelete bool) proto.Message {
