@@ -270,6 +270,11 @@ func (s *Server) readLoop(ctx context.Context, c net.Conn, acks chan<- ackJob, s
 			buf = nb
 		}
 		_ = c.SetReadDeadline(time.Now().Add(s.c.IdleTimeout))
+		select {
+		case <-stopReading: // closed between the check above and the deadline
+			return nil
+		default:
+		}
 		n, err := c.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
 		if err != nil {
