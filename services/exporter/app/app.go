@@ -158,6 +158,30 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 		return err
 	}
 
+	// One process per instance: wait for the instance's lease.
+	host, _ := os.Hostname()
+	lease, err := ingest.AcquireLease(ctx, js, cfg.NATS.Prefix, cfg.Instance,
+		fmt.Sprintf("%s pid %d since %s", host, os.Getpid(), clock().UTC().Format(time.RFC3339)), log)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := lease.Release(rctx); err != nil {
+			log.Warn("release instance lease", "err", err)
+		}
+	}()
+	renewEvery := 3 * time.Second
+	if kv, err := js.KeyValue(ctx, v1.Buckets(cfg.NATS.Prefix).Leases); err == nil {
+		if st, err := kv.Status(ctx); err == nil && st.TTL() > 0 {
+			renewEvery = st.TTL() / 3
+		}
+	}
+
 	limits, err := taskLimits(cfg.Clusters)
 	if err != nil {
 		return err
@@ -208,6 +232,7 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	return lifecycle.Run(ctx,
 		func(ctx context.Context) error { return srv.Run(ctx, ln) },
 		ing.Run,
+		func(ctx context.Context) error { return lease.Keep(ctx, renewEvery) },
 		w.schedules,
 		w.states,
 		func(ctx context.Context) error {

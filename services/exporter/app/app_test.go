@@ -261,3 +261,40 @@ func TestConfigValidateReportsEverything(t *testing.T) {
 		require.Contains(t, err.Error(), want+":")
 	}
 }
+
+// TestOneProcessPerInstance: a second exporter with the same instance (an
+// overlapping deployment) waits for the first to stop, then continues from
+// its snapshot without counting anything twice.
+func TestOneProcessPerInstance(t *testing.T) {
+	t.Parallel()
+	bus := exportertest.StartBus(t)
+	clock := exportertest.NewClock(t0.Add(time.Hour))
+	cfg := exportertest.Config(bus, "shared")
+	p := bus.Pub(t)
+
+	first := exportertest.Start(t, cfg, clock)
+	p.Run("job", "batch", t0, time.Second, v1.Outcome_OUTCOME_SUCCEEDED, 0, time.Minute)
+	require.Eventually(t, func() bool { return exportertest.Flat(t, first.URL)["schedule.job.succeeded"] == 1 }, 10*time.Second, 20*time.Millisecond)
+
+	second, started := exportertest.StartAsync(t, cfg, clock)
+	require.Never(t, func() bool {
+		select {
+		case <-started:
+			return true
+		default:
+			return false
+		}
+	}, 500*time.Millisecond, 20*time.Millisecond, "the second exporter must wait for the instance")
+	p.Run("job", "batch", t0.Add(time.Minute), time.Second, v1.Outcome_OUTCOME_SUCCEEDED, 0, time.Minute)
+	require.Eventually(t, func() bool { return exportertest.Flat(t, first.URL)["schedule.job.succeeded"] == 2 }, 10*time.Second, 20*time.Millisecond)
+
+	require.NoError(t, first.Stop())
+	select {
+	case <-started:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the second exporter did not take over")
+	}
+	p.Run("job", "batch", t0.Add(2*time.Minute), time.Second, v1.Outcome_OUTCOME_SUCCEEDED, 0, time.Minute)
+	require.Eventually(t, func() bool { return exportertest.Flat(t, second.URL)["schedule.job.succeeded"] == 3 }, 10*time.Second, 20*time.Millisecond)
+	require.Equal(t, 3.0, exportertest.Flat(t, second.URL)["schedule.job.dispatched"])
+}

@@ -105,6 +105,23 @@ func Config(b *Bus, instance string) app.Config {
 // and waits until it is serving.
 func Start(t testing.TB, cfg app.Config, clock *Clock) *Exporter {
 	t.Helper()
+	e, started := StartAsync(t, cfg, clock)
+	select {
+	case <-started:
+	case err := <-e.done:
+		e.stop()
+		t.Fatalf("exporter stopped before it started: %v", err)
+	case <-time.After(20 * time.Second):
+		e.stop()
+		t.Fatal("exporter did not start within 20s")
+	}
+	return e
+}
+
+// StartAsync runs app.Run like Start but returns at once, with a channel
+// closed once the exporter serves.
+func StartAsync(t testing.TB, cfg app.Config, clock *Clock) (*Exporter, <-chan struct{}) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	tel, err := telemetry.New(context.Background(), telemetry.Options{Service: "taskyard-exporter", Instance: cfg.Instance,
@@ -122,17 +139,8 @@ func Start(t testing.TB, cfg app.Config, clock *Clock) *Exporter {
 			Started:   func(net.Addr) { close(started) },
 		})
 	}()
-	select {
-	case <-started:
-	case err := <-e.done:
-		cancel()
-		t.Fatalf("exporter stopped before it started: %v", err)
-	case <-time.After(20 * time.Second):
-		cancel()
-		t.Fatal("exporter did not start within 20s")
-	}
 	t.Cleanup(func() { _ = e.Stop() })
-	return e
+	return e, started
 }
 
 // Stop cancels the exporter and returns Run's error.

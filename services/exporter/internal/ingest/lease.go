@@ -1,0 +1,99 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	v1 "github.com/taskyard/taskyard/proto/taskyard/v1"
+)
+
+// Lease makes one process at a time the owner of an exporter instance: two
+// exporters with the same --instance (a misconfiguration, or an old and a
+// new task overlapping during a deployment) would share consumers and
+// snapshot keys and count wrong. The lease is key exporter.<instance> of KV
+// bucket <prefix>-leases, whose keys expire LeaseTTL (10 s by default) after
+// their last write: an owner that dies frees it within that time, one that
+// stops deletes it.
+type Lease struct {
+	kv    jetstream.KeyValue
+	key   string
+	owner string
+	rev   uint64
+	log   *slog.Logger
+}
+
+// ErrLeaseLost is returned by Keep when another process took the instance.
+var ErrLeaseLost = errors.New("instance lease lost")
+
+// AcquireLease waits until it holds the lease of instance, or ctx is done.
+func AcquireLease(ctx context.Context, js jetstream.JetStream, prefix, instance, owner string, log *slog.Logger) (*Lease, error) {
+	bucket := v1.Buckets(prefix).Leases
+	kv, err := js.KeyValue(ctx, bucket)
+	if err != nil {
+		return nil, fmt.Errorf("open kv bucket %s: %w", bucket, err)
+	}
+	l := &Lease{kv: kv, key: "exporter." + InstanceToken(instance), owner: owner, log: log}
+	logged := false
+	for {
+		rev, err := kv.Create(ctx, l.key, []byte(owner))
+		if err == nil {
+			l.rev = rev
+			return l, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return nil, fmt.Errorf("acquire instance lease %s: %w", l.key, err)
+		}
+		if !logged {
+			holder := ""
+			if e, gerr := kv.Get(ctx, l.key); gerr == nil {
+				holder = string(e.Value())
+			}
+			log.Warn("another exporter holds this instance, waiting for its lease", "instance", instance, "holder", holder)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("acquire instance lease %s: %w", l.key, ctx.Err())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// Keep renews the lease every interval until ctx is done. It returns
+// ErrLeaseLost when the key was rewritten by someone else (the lease
+// expired while this process could not renew it, and another took it).
+func (l *Lease) Keep(ctx context.Context, interval time.Duration) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		rev, err := l.kv.Update(ctx, l.key, []byte(l.owner), l.rev)
+		switch {
+		case err == nil:
+			l.rev = rev
+		case ctx.Err() != nil:
+			return nil
+		case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyNotFound):
+			return fmt.Errorf("%w: %s: %v", ErrLeaseLost, l.key, err)
+		default:
+			l.log.Warn("renew instance lease", "key", l.key, "err", err)
+		}
+	}
+}
+
+// Release deletes the lease if this process still holds it.
+func (l *Lease) Release(ctx context.Context) error {
+	if err := l.kv.Delete(ctx, l.key, jetstream.LastRevision(l.rev)); err != nil {
+		return fmt.Errorf("release instance lease %s: %w", l.key, err)
+	}
+	return nil
+}
