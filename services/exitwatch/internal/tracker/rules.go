@@ -156,10 +156,19 @@ func (t *Tracker) checkMissed(ctx context.Context, it *watchlist.Item, now time.
 		return nil
 	}
 	cutoff := now.Add(-it.StartingDeadline - t.cfg.MissedGrace)
+	// From the newest decided fire (so fires missed while exitwatch itself
+	// was down are still judged), but never from before the schedule was
+	// (re-)enabled or applied; with no history, from when it was first
+	// seen.
 	agg := t.d.Store.Agg(it.Name)
-	from := it.Since
-	if agg.LastDecided.After(from) {
-		from = agg.LastDecided
+	from := agg.LastDecided
+	if from.IsZero() {
+		from = it.Since
+	}
+	for _, x := range []time.Time{it.EnabledAt, it.AppliedAt} {
+		if x.After(from) {
+			from = x
+		}
 	}
 	if lb := t.start.Add(-t.cfg.MissedLookback); from.Before(lb) {
 		from = lb

@@ -185,6 +185,18 @@ func TestMissedFireJudgedOnBusTime(t *testing.T) {
 	h.tr.Tick(context.Background())
 	require.Len(t, h.bus.AlertsOf(tracker.KindMissed), 1)
 
+	// Re-enabled: the fires while it was disabled are not missed; the
+	// first one after is, once overdue.
+	sp.Timing.Enabled = true
+	h.applySchedule(sp)
+	h.tr.Tick(context.Background())
+	require.Len(t, h.bus.AlertsOf(tracker.KindMissed), 1, "nothing for the disabled time")
+	h.clock.Add(time.Minute + time.Minute + 31*time.Second)
+	h.tr.Tick(context.Background())
+	h.eventually(func() bool { return len(h.bus.AlertsOf(tracker.KindMissed)) == 2 }, "missed after re-enabling")
+	reenabled := t0.Add(time.Minute + time.Minute + 31*time.Second + 10*time.Minute)
+	require.True(t, h.bus.Missed()[1].GetExpectedAt().AsTime().After(reenabled), "the missed fire is after re-enabling")
+
 	// The late dispatch of the missed fire reopens the run; a success then
 	// recovers the schedule.
 	late := v1.RunID("every-minute", t0.Add(time.Minute), v1.Trigger_TRIGGER_SCHEDULE)

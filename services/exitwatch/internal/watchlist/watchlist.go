@@ -56,9 +56,14 @@ type Item struct {
 	// unknown.
 	Essential map[string]bool
 	AppliedAt time.Time
-	// Since is when the item was first seen enabled by this process (or
-	// applied, whichever is later): no fire before it is judged missed.
+	// Since is when the item was first seen enabled by this process, or
+	// re-enabled, or applied, whichever is latest: no success is expected
+	// and no ping is due before it.
 	Since time.Time
+	// EnabledAt is when this process saw the item go from disabled to
+	// enabled (zero when it was enabled when first seen): fires before it
+	// fell into the disabled time and are never judged missed.
+	EnabledAt time.Time
 }
 
 // IsEssential reports whether container name decides the run. Containers
@@ -103,12 +108,18 @@ func (l *List) All() []*Item {
 	return out
 }
 
-// Put adds or replaces an item, keeping Since when it stays enabled.
+// Put adds or replaces an item, keeping Since while it stays enabled.
 func (l *List) Put(it *Item) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
 	prev := l.items[it.Name]
+	if prev != nil {
+		it.EnabledAt = prev.EnabledAt
+		if !prev.Enabled && it.Enabled {
+			it.EnabledAt = now
+		}
+	}
 	switch {
 	case !it.Enabled:
 		it.Since = time.Time{}
