@@ -219,7 +219,7 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 		}
 		return nil
 	})
-	srv.Handle("GET /api/v1/metrics", MetricsHandler(store, clock, aggregate.RenderOptions{StaleAfter: cfg.StaleAfter}))
+	srv.Handle("GET /api/v1/metrics", metricsHandler(store, clock, aggregate.RenderOptions{StaleAfter: cfg.StaleAfter}))
 	srv.Handle("GET /metrics", tel.Handler())
 
 	w := &watcher{js: js, store: store, log: log, prefix: cfg.NATS.Prefix}
@@ -241,8 +241,8 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	)
 }
 
-// MetricsHandler serves the /api/v1/metrics document.
-func MetricsHandler(store *aggregate.Store, clock func() time.Time, o aggregate.RenderOptions) http.Handler {
+// metricsHandler serves the /api/v1/metrics document.
+func metricsHandler(store *aggregate.Store, clock func() time.Time, o aggregate.RenderOptions) http.Handler {
 	pool := sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		bp := pool.Get().(*[]byte)
