@@ -83,7 +83,8 @@ func runDev(ctx context.Context, g *globals, f devFlags) error {
 	if err != nil {
 		return usageError("--log-level: %v", err)
 	}
-	log := logging.New(os.Stderr, level, "dev")
+	base := logging.New(os.Stderr, level, "")
+	log := base.With("daemon", "dev")
 	data, err := filepath.Abs(f.data)
 	if err != nil {
 		return err
@@ -119,7 +120,7 @@ func runDev(ctx context.Context, g *globals, f devFlags) error {
 	nc.Close()
 
 	env := devEnv{
-		Log:           log,
+		Log:           base,
 		NATS:          natsCfg,
 		DataDir:       data,
 		SchedulesDir:  f.schedules,
@@ -162,6 +163,6 @@ func runDevDaemons(ctx context.Context, env devEnv) error {
 			actors = append(actors, a)
 		}
 	}
-	env.Log.Info("taskyard dev running", "daemons", len(actors))
+	env.Log.Info("taskyard dev running", "daemon", "dev", "daemons", len(actors))
 	return lifecycle.Run(ctx, actors...)
 }
