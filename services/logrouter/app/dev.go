@@ -34,3 +34,7 @@ func DevConfig(nc natsconn.Config, forwardListen, httpInputListen, httpListen, l
 		StatsInterval: 10 * time.Second,
 	}
 }
+
+// ParseSize reads a byte size as the config file does (1048576, 512KiB,
+// 64MiB, 1GiB).
+func ParseSize(s string) (int64, error) { return lrconfig.ParseSize(s) }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/taskyard/taskyard/services/kit/config"
@@ -36,8 +37,9 @@ func run(ctx context.Context) error {
 	f := config.New(fs, nil)
 	var cfg app.Config
 	cfg.Register(f)
-	var level string
+	var level, memLimit string
 	f.String(&level, "log-level", "info", "log level: debug, info, warn, error")
+	f.String(&memLimit, "memory-limit", "128MiB", "soft limit of the Go heap (runtime/debug.SetMemoryLimit; the GC works harder near it); 0 turns it off; GOMEMLIMIT, when set, wins")
 	if err := f.Parse(os.Args[1:]); err != nil {
 		return err
 	}
@@ -46,6 +48,15 @@ func run(ctx context.Context) error {
 		return err
 	}
 	log := logging.New(os.Stderr, lvl, "logrouter")
+	if os.Getenv("GOMEMLIMIT") == "" {
+		n, err := app.ParseSize(memLimit)
+		if err != nil {
+			return fmt.Errorf("memory-limit: %w", err)
+		}
+		if n > 0 {
+			debug.SetMemoryLimit(n)
+		}
+	}
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
