@@ -81,3 +81,29 @@ func TestLogURL(t *testing.T) {
 	require.Equal(t, "s3://logs/batch/nightly-report/7c1f3e9a2b4d4f6e8a0c1e3f5a7b9d1e/", deliver.LogURL("s3://logs/{cluster}/{schedule}/{task_id}/", a))
 	require.Empty(t, deliver.LogURL("", a))
 }
+
+func FuzzParseRoutes(f *testing.F) {
+	if data, err := os.ReadFile("../../../../examples/exitwatch-routes.yml"); err == nil {
+		f.Add(data)
+	}
+	f.Add([]byte("channels:\n  - {name: a, type: log}\nroutes:\n  - channels: [a]\n"))
+	f.Add([]byte("channels:\n  - {name: b, type: slack_bot, token: x, channel: C1, annotations: [{match: '(a|b)+', comment: c}]}\nroutes:\n  - {kinds: [run_failed], channels: [b]}\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := deliver.Parse("routes.yml", data, func(string) (string, bool) { return "https://x", true })
+		if err != nil {
+			return
+		}
+		names := map[string]bool{}
+		for _, ch := range c.Channels {
+			names[ch.Name] = true
+		}
+		for _, r := range c.Routes {
+			for _, ch := range r.Channels {
+				if !names[ch] {
+					t.Fatalf("route names unknown channel %q", ch)
+				}
+			}
+		}
+		_ = c.ChannelsFor(&v1.Alert{Kind: "run_failed", Severity: v1.Severity_SEVERITY_CRITICAL})
+	})
+}

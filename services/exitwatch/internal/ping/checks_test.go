@@ -1,6 +1,7 @@
 package ping_test
 
 import (
+	"os"
 	"testing"
 	"time"
 
@@ -66,4 +67,26 @@ func TestParseProblems(t *testing.T) {
 	}
 	_, err = ping.Parse("checks.yml", []byte("checks:\n  - name: a\n    perod: 1h\n"))
 	require.ErrorContains(t, err, "line 3: field perod not found")
+}
+
+func FuzzParseChecks(f *testing.F) {
+	if data, err := os.ReadFile("../../../../examples/checks.yml"); err == nil {
+		f.Add(data)
+	}
+	f.Add([]byte("checks:\n  - {name: a, period: 1h}\n"))
+	f.Add([]byte("checks:\n  - {name: b, schedule: '0 3 * * *', timezone: Asia/Tokyo, grace: 5m}\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		file, err := ping.Parse("checks.yml", data)
+		if err != nil {
+			return
+		}
+		for _, c := range file.Checks {
+			if c.Period <= 0 && c.Expr == nil {
+				t.Fatalf("check %q has neither period nor schedule", c.Name)
+			}
+			if c.Grace <= 0 {
+				t.Fatalf("check %q has grace %s", c.Name, c.Grace)
+			}
+		}
+	})
 }
