@@ -391,7 +391,7 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 		go func() {
 			defer inputsWG.Done()
 			mux := http.NewServeMux()
-			mux.Handle("/", in.HTTPHandler(httpCounters, now, 64<<20))
+			mux.Handle("/", in.HTTPHandler(httpCounters, now, 16<<20))
 			srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 			log.Info("http input listening", "addr", httpInLn.Addr().String())
 			if err := lifecycleServe(ctx, srv, httpInLn, cfg.DrainTimeout/2); err != nil {

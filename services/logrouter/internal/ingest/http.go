@@ -14,10 +14,20 @@ import (
 // time; the tag is the `tag` query parameter. The response is 204 once
 // every record is durable in the spools, 400 naming the first bad line
 // (nothing of that request is taken), 503 while shutting down.
+//
+// At most maxBody bytes per request and 4 requests at a time are read (the
+// others wait), which bounds the memory this input can take.
 func (in *Ingest) HTTPHandler(c *InputCounters, now func() time.Time, maxBody int64) http.Handler {
+	slots := make(chan struct{}, 4)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			http.Error(w, "POST NDJSON records", http.StatusMethodNotAllowed)
+			return
+		}
+		select {
+		case slots <- struct{}{}:
+			defer func() { <-slots }()
+		case <-r.Context().Done():
 			return
 		}
 		body := http.MaxBytesReader(w, r.Body, maxBody)
