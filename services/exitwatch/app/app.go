@@ -196,8 +196,14 @@ func LoadProfiles(dir string) (map[string]tracker.Cluster, error) {
 	return out, errors.Join(errs...)
 }
 
-// Run runs exitwatch until ctx ends.
-func Run(ctx context.Context, cfg Config, deps Deps) error {
+// Run runs exitwatch until ctx ends. It returns nil when ctx ends, also
+// while it is still starting.
+func Run(ctx context.Context, cfg Config, deps Deps) (err error) {
+	defer func() {
+		if err != nil && ctx.Err() != nil {
+			err = nil
+		}
+	}()
 	if err := cfg.Validate(); err != nil {
 		return err
 	}

@@ -67,7 +67,7 @@ func (h *hook) first(kind, schedule string) (*v1.Alert, string) {
 func spec(name, expr, script string, timeout time.Duration) *v1.ScheduleSpec {
 	s := &v1.ScheduleSpec{
 		Name: name, Cluster: "dev", Type: "scheduled",
-		Containers: []*v1.Container{{Name: "job", Image: "local", Essential: true, Command: []string{"sh", "-c", script}}},
+		Containers: []*v1.Container{{Name: "job", Image: "local", Memory: 64, Essential: true, Command: []string{"sh", "-c", script}}},
 		Timing: &v1.Timing{Expression: expr, Timezone: "UTC", TaskCount: 1, Concurrency: "forbid", Enabled: true,
 			StartingDeadline: durationpb.New(5 * time.Second), CatchUp: &v1.CatchUp{Mode: "none"}},
 		Alerts: &v1.AlertSettings{Runbook: "https://runbooks.example.com/" + name, Severity: "critical"},
