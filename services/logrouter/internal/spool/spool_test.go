@@ -200,3 +200,26 @@ func TestReaderWaitsForAppend(t *testing.T) {
 	appendWait(t, s, "hello")
 	require.Equal(t, "hello", <-got)
 }
+
+// A checksum failure below the durable mark (disk corruption in a finished
+// segment) skips the rest of that segment, counts it, and goes on.
+func TestReaderSkipsCorruptSegmentRest(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := open(t, dir, Options{SegmentBytes: 3 * (headerLen + 5)})
+	for i := 0; i < 9; i++ {
+		appendWait(t, s, fmt.Sprintf("rec-%d", i)) // 3 records per segment
+	}
+	segs, err := s.listSegments()
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, len(segs), 3)
+	// Corrupt the second record of the first segment.
+	f, err := os.OpenFile(filepath.Join(dir, segName(segs[0])), os.O_RDWR, 0)
+	require.NoError(t, err)
+	_, err = f.WriteAt([]byte{'#'}, 2*headerLen+5+2)
+	require.NoError(t, err)
+	f.Close()
+	got, _ := readAll(t, s.NewReader())
+	require.Equal(t, []string{"rec-0", "rec-3", "rec-4", "rec-5", "rec-6", "rec-7", "rec-8"}, got)
+	require.Equal(t, int64(1), s.Corrupt())
+}

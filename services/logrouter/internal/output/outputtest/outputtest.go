@@ -22,8 +22,14 @@ type Harness struct {
 	done     chan error
 }
 
-// Start spools evs and starts a runner with fast retries.
+// Start spools evs and starts a runner with fast retries, retrying forever.
 func Start(t *testing.T, sink output.Sink, c *output.Counters, maxBatch int, evs []event.Event) *Harness {
+	t.Helper()
+	return StartWith(t, sink, c, maxBatch, 0, evs)
+}
+
+// StartWith is Start with a retry limit (attempts before dead-lettering).
+func StartWith(t *testing.T, sink output.Sink, c *output.Counters, maxBatch, retryLimit int, evs []event.Event) *Harness {
 	t.Helper()
 	dir := t.TempDir()
 	sp, err := spool.Open(spool.Options{Dir: dir + "/spool"})
@@ -44,7 +50,7 @@ func Start(t *testing.T, sink output.Sink, c *output.Counters, maxBatch int, evs
 	h := &Harness{Spool: sp, Counters: c, DeadPath: dir + "/dead.ndjson", done: make(chan error, 1)}
 	r := &output.Runner{
 		Name: "test", Sink: sink, Spool: sp, Counters: c,
-		Retry:           output.RetryPolicy{Initial: 5 * time.Millisecond, Max: 20 * time.Millisecond},
+		Retry:           output.RetryPolicy{Initial: 5 * time.Millisecond, Max: 20 * time.Millisecond, Limit: retryLimit},
 		MaxBatchRecords: maxBatch, MaxBatchBytes: 64 << 20, DrainTimeout: 5 * time.Second,
 		DeadLetter: &output.DeadLetter{Path: h.DeadPath},
 		Log:        slog.New(slog.DiscardHandler),

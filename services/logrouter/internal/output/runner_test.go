@@ -1,0 +1,64 @@
+package output_test
+
+import (
+	"bufio"
+	"errors"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/taskyard/taskyard/services/logrouter/internal/event"
+	"github.com/taskyard/taskyard/services/logrouter/internal/output"
+	"github.com/taskyard/taskyard/services/logrouter/internal/output/outputtest"
+)
+
+// brokenPipe fails every write until healed.
+type brokenPipe struct {
+	healed atomic.Bool
+	n      atomic.Int64
+}
+
+func (b *brokenPipe) Write(p []byte) (int, error) {
+	if !b.healed.Load() {
+		return 0, errors.New("broken pipe")
+	}
+	b.n.Add(int64(len(p)))
+	return len(p), nil
+}
+
+func TestRetryForeverThenDeliver(t *testing.T) {
+	t.Parallel()
+	w := &brokenPipe{}
+	var c output.Counters
+	h := outputtest.Start(t, &output.Writer{W: w, Format: event.FormatRaw, Counters: &c}, &c, 100, []event.Event{{Time: time.Now(), Log: "a"}, {Time: time.Now(), Log: "b"}})
+	require.Eventually(t, func() bool { return c.Retries.Load() >= 3 }, 5*time.Second, 5*time.Millisecond)
+	require.False(t, h.Spool.Empty(), "undelivered records stay spooled")
+	w.healed.Store(true)
+	require.Eventually(t, h.Spool.Empty, 5*time.Second, 5*time.Millisecond)
+	require.Equal(t, int64(4), w.n.Load())
+	require.Equal(t, int64(2), c.ProcRecords.Load())
+	require.Zero(t, c.RetriesFailed.Load())
+	require.Positive(t, c.RetriedRecords.Load())
+}
+
+func TestRetryLimitDeadLetters(t *testing.T) {
+	t.Parallel()
+	var c output.Counters
+	h := outputtest.StartWith(t, &output.Writer{W: &brokenPipe{}, Format: event.FormatRaw, Counters: &c}, &c, 100, 3,
+		[]event.Event{{Time: time.Unix(1, 0), Cluster: "c", Service: "s", Log: "lost?"}})
+	require.Eventually(t, h.Spool.Empty, 5*time.Second, 5*time.Millisecond)
+	require.Equal(t, int64(1), c.RetriesFailed.Load())
+	require.Equal(t, int64(1), c.DeadLettered.Load())
+	require.Equal(t, int64(1), c.DroppedRecords.Load())
+	require.Equal(t, int64(2), c.Retries.Load(), "3 attempts: 2 retries")
+	f, err := os.Open(h.DeadPath)
+	require.NoError(t, err)
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	require.True(t, sc.Scan())
+	require.Contains(t, sc.Text(), `"reason":"gave up after 3 attempts: write: broken pipe"`)
+	require.Contains(t, sc.Text(), `"log":"lost?"`)
+}
