@@ -4,12 +4,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/stretchr/testify/require"
 )
 
@@ -119,7 +121,7 @@ var allowedStarResource = map[string]string{
 // the Service Authorization Reference; a typo in an action name fails here
 // instead of silently granting nothing.
 var knownActions = []string{
-	"ecs:RunTask", "ecs:StopTask", "ecs:ListTasks", "ecs:DescribeTasks",
+	"ecs:RunTask", "ecs:StopTask", "ecs:ListTasks", "ecs:DescribeTasks", "ecs:DescribeClusters",
 	"ecs:RegisterTaskDefinition", "ecs:DescribeTaskDefinition", "ecs:TagResource",
 	"iam:PassRole", "sts:AssumeRole",
 	"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes", "sqs:GetQueueUrl",
@@ -213,4 +215,33 @@ func TestEnvsubstNamesMissingVariables(t *testing.T) {
 	t.Parallel()
 	_, err := envsubst("p.json", []byte(`{"a":"${A}","b":"${B}"}`), map[string]string{"A": "1"})
 	require.ErrorContains(t, err, "p.json: undefined variables B")
+}
+
+// TestSchedulerCannotRunTheDaemons: the scheduler runs job task definitions
+// taskyard-<schedule>, a prefix the daemons' own families share; an
+// explicit Deny keeps it from running any task definition in deploy/ecs.
+func TestSchedulerCannotRunTheDaemons(t *testing.T) {
+	t.Parallel()
+	var denied []string
+	for _, st := range loadPolicy(t, "deploy/iam/scheduler-policy.json").Statement {
+		if st.Effect == "Deny" && slices.Contains(st.Action, "ecs:RunTask") {
+			denied = append(denied, st.Resource...)
+		}
+	}
+	taskDefs, _ := ecsFiles(t)
+	var reachable int
+	for _, rel := range taskDefs {
+		family := aws.ToString(loadTaskDef(t, rel).Family)
+		if !strings.HasPrefix(family, iamEnv["TASKYARD_JOB_FAMILY_PREFIX"]) {
+			continue // the Allow does not reach it
+		}
+		reachable++
+		arn := "arn:aws:ecs:" + iamEnv["AWS_REGION"] + ":" + iamEnv["AWS_ACCOUNT_ID"] + ":task-definition/" + family + ":7"
+		hit := slices.ContainsFunc(denied, func(pattern string) bool {
+			ok, _ := path.Match(pattern, arn)
+			return ok
+		})
+		require.True(t, hit, "%s: the scheduler may run task definition %s", rel, arn)
+	}
+	require.Positive(t, reachable, "no daemon family shares the job prefix any more: the Deny can go")
 }
