@@ -47,8 +47,9 @@ type Poller struct {
 	now  func() time.Time
 	subj v1.Subjects
 
-	mu   sync.Mutex
-	seen map[string]int64 // task arn -> last published version
+	mu           sync.Mutex
+	seen         map[string]int64  // task arn -> last published version
+	clusterOfArn map[string]string // task arn -> polled cluster
 }
 
 // New returns a poller.
@@ -59,7 +60,7 @@ func New(cfg Config, api API, js jetstream.JetStream, log *slog.Logger, now func
 	if cfg.Interval <= 0 {
 		cfg.Interval = 30 * time.Second
 	}
-	return &Poller{cfg: cfg, api: api, js: js, log: log, now: now, subj: v1.Subjects{Prefix: cfg.Prefix}, seen: map[string]int64{}}
+	return &Poller{cfg: cfg, api: api, js: js, log: log, now: now, subj: v1.Subjects{Prefix: cfg.Prefix}, seen: map[string]int64{}, clusterOfArn: map[string]string{}}
 }
 
 // Run polls every Interval until ctx ends.
@@ -94,6 +95,20 @@ func (p *Poller) Poll(ctx context.Context, cluster string) (int, error) {
 			arns = append(arns, out.TaskArns...)
 		}
 	}
+	// Forget tasks ECS no longer lists (stopped tasks age out after about
+	// an hour), so the memory of published versions stays bounded.
+	listed := make(map[string]bool, len(arns))
+	for _, a := range arns {
+		listed[a] = true
+	}
+	p.mu.Lock()
+	for a := range p.seen {
+		if !listed[a] && p.clusterOfArn[a] == cluster {
+			delete(p.seen, a)
+			delete(p.clusterOfArn, a)
+		}
+	}
+	p.mu.Unlock()
 	published := 0
 	for i := 0; i < len(arns); i += 100 {
 		batch := arns[i:min(i+100, len(arns))]
@@ -119,6 +134,7 @@ func (p *Poller) Poll(ctx context.Context, cluster string) (int, error) {
 			}
 			p.mu.Lock()
 			p.seen[ev.GetTaskArn()] = ev.GetVersion()
+			p.clusterOfArn[ev.GetTaskArn()] = cluster
 			p.mu.Unlock()
 			published++
 		}
