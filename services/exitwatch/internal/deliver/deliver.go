@@ -157,7 +157,7 @@ func New(cfg *Config, prefix string, d Deps) (*Dispatcher, error) {
 		case TypeSlackWebhook:
 			x.chans[c.Name] = &slackWebhook{cfg: c, hc: hc, logLink: cfg.LogLink}
 		case TypeSlackBot:
-			x.chans[c.Name] = &slackBot{cfg: c, hc: hc, logLink: cfg.LogLink, threads: d.Threads, now: d.Now}
+			x.chans[c.Name] = &slackBot{cfg: c, hc: hc, logLink: cfg.LogLink, threads: d.Threads, now: d.Now, log: d.Log}
 		case TypeWebhook:
 			x.chans[c.Name] = &webhook{cfg: c, hc: hc}
 		case TypeLog:

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"sort"
 	"strconv"
@@ -283,6 +284,7 @@ type slackBot struct {
 	logLink string
 	threads ThreadStore
 	now     func() time.Time
+	log     *slog.Logger
 }
 
 func (s *slackBot) Name() string { return s.cfg.Name }
@@ -351,9 +353,11 @@ func (s *slackBot) Send(ctx context.Context, a *v1.Alert) error {
 	if err != nil {
 		return err
 	}
+	// The alert is out from here on: later problems are logged, not
+	// retried (a retry would post it twice).
 	if a.GetDedupeKey() != "" && !a.GetResolved() {
 		if err := s.threads.Put(ctx, key, ts, now); err != nil {
-			return permanent{fmt.Errorf("slack thread store: %w", err)} // posted; do not post twice
+			s.log.Warn("slack thread not remembered; the next repeat starts a new thread", "channel", s.cfg.Name, "err", err)
 		}
 	}
 	// Annotations go into the new thread once.
@@ -369,7 +373,7 @@ func (s *slackBot) Send(ctx context.Context, a *v1.Alert) error {
 	for _, an := range s.cfg.Annotations {
 		if an.re != nil && an.re.MatchString(hay) {
 			if _, err := s.post(ctx, SlackMessage{ThreadTS: ts, Text: an.Comment}); err != nil {
-				return permanent{fmt.Errorf("annotation: %w", err)} // the alert itself is out
+				s.log.Warn("slack annotation not posted", "channel", s.cfg.Name, "match", an.Match, "err", err)
 			}
 		}
 	}
