@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/taskyard/taskyard/services/logrouter/internal/record"
 )
 
 // Entry is one record of a frame.
 type Entry struct {
 	Time   time.Time
-	Record map[string]any
+	Record record.Record
 	// Metadata is Fluent Bit's per-record metadata map (the
 	// [[time, metadata], record] form); nil otherwise.
 	Metadata map[string]any
@@ -242,7 +244,7 @@ func readEntry(r *reader) (Entry, error) {
 			return Entry{}, wrongType("metadata", err)
 		}
 		mdm, _ := md.(map[string]any)
-		rec, err := r.mapValue(0)
+		rec, err := r.recordValue()
 		if err != nil {
 			return Entry{}, wrongType("record", err)
 		}
@@ -256,7 +258,7 @@ func readTimeRecord(r *reader) (Entry, error) {
 	if err != nil {
 		return Entry{}, wrongType("time", err)
 	}
-	rec, err := r.mapValue(0)
+	rec, err := r.recordValue()
 	if err != nil {
 		return Entry{}, wrongType("record", err)
 	}

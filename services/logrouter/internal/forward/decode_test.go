@@ -63,7 +63,7 @@ func TestDecodeModes(t *testing.T) {
 					want = want.Truncate(time.Second)
 				}
 				require.True(t, want.Equal(e.Time), "entry %d time %v want %v", i, e.Time, want)
-				require.Equal(t, fmt.Sprintf("line %d", i), e.Record["log"])
+				require.Equal(t, fmt.Sprintf("line %d", i), e.Record.String("log"))
 				require.Equal(t, tc.metadata, e.Metadata != nil)
 			}
 		})

@@ -7,6 +7,8 @@ import (
 	"math"
 	"time"
 	"unicode/utf8"
+
+	"github.com/taskyard/taskyard/services/logrouter/internal/record"
 )
 
 // A small MessagePack reader over a complete frame held in memory. It
@@ -517,6 +519,45 @@ func (r *reader) value(depth int) (any, error) {
 	return nil, fmt.Errorf("invalid type byte 0x%02x", c)
 }
 
+// recordValue reads a record map into a record.Record, strings unboxed.
+func (r *reader) recordValue() (record.Record, error) {
+	n, err := r.mapLen()
+	if err != nil {
+		return nil, err
+	}
+	if n > (len(r.b)-r.i)/2 {
+		return nil, errShort
+	}
+	rec := make(record.Record, n)
+	for k := 0; k < n; k++ {
+		key, err := r.bytes()
+		if err != nil {
+			return nil, fmt.Errorf("map key: %w", err)
+		}
+		if !utf8.Valid(key) {
+			return nil, fmt.Errorf("map key %q: %w", key, errInvalidUTF8)
+		}
+		f := &rec[k]
+		f.Key = intern(key)
+		c, err := r.peek()
+		if err != nil {
+			return nil, err
+		}
+		if kd := kindOf(c); kd == kStr || kd == kBin {
+			b, err := r.bytes()
+			if err != nil {
+				return nil, err
+			}
+			f.Str, f.IsStr = string(b), true
+			continue
+		}
+		if f.Val, err = r.value(1); err != nil {
+			return nil, err
+		}
+	}
+	return rec, nil
+}
+
 func (r *reader) mapValue(depth int) (map[string]any, error) {
 	n, err := r.mapLen()
 	if err != nil {
@@ -563,6 +604,16 @@ func intern(k []byte) string {
 		return "ecs_task_definition"
 	case "partial_message":
 		return "partial_message"
+	case "cluster":
+		return "cluster"
+	case "service":
+		return "service"
+	case "container":
+		return "container"
+	case "task":
+		return "task"
+	case "taskyard_run_id":
+		return "taskyard_run_id"
 	}
 	return string(k)
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/taskyard/taskyard/services/logrouter/internal/record"
 )
 
 // HTTPHandler is the HTTP NDJSON input: POST a body of JSON objects, one
@@ -56,7 +58,7 @@ func (in *Ingest) HTTPHandler(c *InputCounters, now func() time.Time, maxBody in
 					t = pt
 				}
 			}
-			recs = append(recs, Record{Time: t, Record: m})
+			recs = append(recs, Record{Time: t, Record: record.FromMap(m)})
 		}
 		if err := sc.Err(); err != nil {
 			c.ProtocolErrors.Add(1)

@@ -16,6 +16,7 @@ import (
 	"github.com/taskyard/taskyard/services/logrouter/internal/forward"
 	"github.com/taskyard/taskyard/services/logrouter/internal/output"
 	"github.com/taskyard/taskyard/services/logrouter/internal/pipeline"
+	"github.com/taskyard/taskyard/services/logrouter/internal/record"
 	"github.com/taskyard/taskyard/services/logrouter/internal/route"
 	"github.com/taskyard/taskyard/services/logrouter/internal/spool"
 	"github.com/taskyard/taskyard/services/logrouter/internal/stats"
@@ -48,7 +49,7 @@ type Ingest struct {
 // Record is an input-neutral record.
 type Record struct {
 	Time   time.Time
-	Record map[string]any
+	Record record.Record
 }
 
 // Accept implements forward.Handler for input counters c.
@@ -85,7 +86,12 @@ func (in *Ingest) Take(ctx context.Context, c *InputCounters, tag string, recs [
 		in.Tail.Offer(evs)
 	}
 	per := make([][][]byte, len(in.Outputs))
-	arena := make([]byte, 0, 256*len(evs))
+	size := 0
+	for i := range evs {
+		e := &evs[i]
+		size += 64 + len(e.Tag) + len(e.Cluster) + len(e.Service) + len(e.Container) + len(e.Task) + len(e.Source) + len(e.Level) + len(e.RunID) + len(e.Log) + len(e.Attrs)
+	}
+	arena := make([]byte, 0, size)
 	for i := range evs {
 		set := in.Routes.Match(&evs[i])
 		if set == 0 {

@@ -14,8 +14,10 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/taskyard/taskyard/services/logrouter/internal/event"
+	"github.com/taskyard/taskyard/services/logrouter/internal/record"
 )
 
 // Redaction replaces every match of Pattern in a line with Mask.
@@ -65,7 +67,7 @@ func New(c Config) *Pipeline {
 
 // Process builds the event for one record; ok is false when the record is
 // dropped by the ONLY_JSON policy.
-func (p *Pipeline) Process(tag string, t time.Time, rec map[string]any, e *event.Event) (ok bool) {
+func (p *Pipeline) Process(tag string, t time.Time, rec record.Record, e *event.Event) (ok bool) {
 	p.C.Records.Add(1)
 	*e = event.Event{Time: t, Tag: tag}
 	line, fromLog := pickLine(rec)
@@ -92,9 +94,11 @@ func (p *Pipeline) Process(tag string, t time.Time, rec map[string]any, e *event
 
 	var levels [len(levelKeys)][]byte
 	if trimmed := strings.TrimSpace(line); len(trimmed) > 1 && trimmed[0] == '{' && e.Flags&event.FlagTruncated == 0 {
-		if b := []byte(trimmed); json.Valid(b) {
+		// A read-only view of the line: Attrs aliases it (strings are
+		// immutable, and nothing writes to Attrs).
+		if b := unsafe.Slice(unsafe.StringData(trimmed), len(trimmed)); json.Valid(b) {
 			e.Flags |= event.FlagJSON
-			if strings.ContainsAny(trimmed, "\n\r") {
+			if strings.IndexByte(trimmed, '\n') >= 0 || strings.IndexByte(trimmed, '\r') >= 0 {
 				var c bytes.Buffer
 				_ = json.Compact(&c, b)
 				b = c.Bytes()
@@ -114,8 +118,8 @@ func (p *Pipeline) Process(tag string, t time.Time, rec map[string]any, e *event
 			e.Level = l
 			break
 		}
-		if v, ok := rec[k]; ok {
-			if l := levelFromAny(v); l != "" {
+		if f, ok := rec.Get(k); ok {
+			if l := levelFromAny(f.Value()); l != "" {
 				e.Level = l
 				break
 			}
@@ -177,29 +181,17 @@ func lastSegment(s string) string {
 	return s
 }
 
-func str(rec map[string]any, k string) string {
-	switch v := rec[k].(type) {
-	case string:
-		return v
-	case nil:
-		return ""
-	default:
-		b, _ := json.Marshal(v)
-		return string(b)
-	}
-}
+func str(rec record.Record, k string) string { return rec.String(k) }
 
 // pickLine finds the log line: `log` (FireLens, Docker), else `message`
 // or `msg`, else the whole record as JSON. fromLog is false for the last.
-func pickLine(rec map[string]any) (string, bool) {
+func pickLine(rec record.Record) (string, bool) {
 	for _, k := range [...]string{"log", "message", "msg"} {
-		if v, ok := rec[k]; ok {
-			if s, ok := v.(string); ok {
-				return strings.TrimRight(s, "\n"), true
-			}
+		if f, ok := rec.Get(k); ok && f.IsStr {
+			return strings.TrimRight(f.Str, "\n"), true
 		}
 	}
-	b, err := json.Marshal(rec)
+	b, err := json.Marshal(rec.Map())
 	if err != nil {
 		return "", false
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/taskyard/taskyard/services/logrouter/internal/event"
+	"github.com/taskyard/taskyard/services/logrouter/internal/record"
 )
 
 func TestProcess(t *testing.T) {
@@ -44,7 +45,7 @@ func TestProcess(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var e event.Event
-			require.True(t, p.Process("tag", now, tc.rec, &e))
+			require.True(t, p.Process("tag", now, record.FromMap(tc.rec), &e))
 			tc.want.Time, tc.want.Tag = now, "tag"
 			require.Equal(t, tc.want, e)
 		})
@@ -58,8 +59,8 @@ func TestOnlyJSONDrop(t *testing.T) {
 	t.Parallel()
 	p := New(Config{DropNonJSON: true})
 	var e event.Event
-	require.False(t, p.Process("t", time.Now(), map[string]any{"log": "plain"}, &e))
-	require.True(t, p.Process("t", time.Now(), map[string]any{"log": `{"a":1}`}, &e))
+	require.False(t, p.Process("t", time.Now(), record.Of(map[string]any{"log": "plain"}), &e))
+	require.True(t, p.Process("t", time.Now(), record.Of(map[string]any{"log": `{"a":1}`}), &e))
 	require.Equal(t, int64(1), p.C.DroppedNonJSON.Load())
 }
 
