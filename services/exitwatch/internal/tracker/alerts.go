@@ -46,7 +46,7 @@ func (t *Tracker) runAlert(r *v1.RunRecord, kind string) *v1.Alert {
 		}
 	}
 	if d := duration(r); d > 0 {
-		a.Fields["duration"] = d.Round(time.Second).String()
+		a.Fields["duration"] = roundDuration(d).String()
 	}
 	verdictFields := func() {
 		a.Fields["outcome"] = outcomeName(r.GetOutcome())
@@ -210,4 +210,13 @@ func (t *Tracker) clusterOf(name string) string {
 		}
 	}
 	return n
+}
+
+// roundDuration keeps durations readable: whole seconds, milliseconds
+// below a second.
+func roundDuration(d time.Duration) time.Duration {
+	if d < time.Second {
+		return d.Round(time.Millisecond)
+	}
+	return d.Round(time.Second)
 }
