@@ -15,8 +15,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	logrouterapp "github.com/taskyard/taskyard/services/logrouter/app"
 	"github.com/taskyard/taskyard/services/kit/config"
+	logrouterapp "github.com/taskyard/taskyard/services/logrouter/app"
 )
 
 // TestLogrouterBootsFromItsTaskDefinition runs the logrouter with the
