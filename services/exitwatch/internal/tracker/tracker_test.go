@@ -377,7 +377,9 @@ func TestSurvivesRestart(t *testing.T) {
 	first.task(&v1.TaskStateChanged{TaskArn: "task-1", RunId: id, Schedule: "nightly", Cluster: "batch", LastStatus: "STOPPED", Version: 5,
 		StartedAt: timestamppb.New(t0), StoppedAt: timestamppb.New(t0.Add(time.Minute)), Containers: []*v1.ContainerState{{Name: "app", ExitCode: 2, HasExitCode: true}}})
 	second := addReplica(t, env, clk, tracker.Config{})
-	second.eventually(func() bool { return len(second.bus.Finished()) == 1 }, "verdict after restart")
+	second.eventually(func() bool {
+		return len(second.bus.Finished()) == 1 && len(second.bus.AlertsOf(tracker.KindRunFailed)) == 1
+	}, "verdict and alert after restart")
 	require.Equal(t, v1.Outcome_OUTCOME_FAILED, second.bus.Finished()[0].GetOutcome())
 	require.Equal(t, "2", second.bus.AlertsOf(tracker.KindRunFailed)[0].GetFields()["exit_code"])
 }
