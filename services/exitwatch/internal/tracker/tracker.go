@@ -539,6 +539,12 @@ func (t *Tracker) OnTask(ctx context.Context, ev *v1.TaskStateChanged) error {
 		if !t.cfg.WatchUnmanaged {
 			return nil
 		}
+		if len(t.cfg.Clusters) > 0 {
+			// Only the clusters of the cluster profiles are watched.
+			if _, ok := t.cfg.Clusters[t.clusterOf(ev.GetCluster())]; !ok {
+				return nil
+			}
+		}
 		runID = UnmanagedRunID(ev.GetTaskArn())
 	}
 	create := func() *v1.RunRecord {

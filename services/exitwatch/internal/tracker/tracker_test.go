@@ -351,10 +351,16 @@ func TestUnmanagedTasks(t *testing.T) {
 	require.Equal(t, "task:batch:taskyard-adhoc", a.GetDedupeKey())
 	require.Contains(t, a.GetTitle(), "task 1234abcd5678ef901234abcd5678ef90 failed")
 
-	off := newHarness(t, tracker.Config{})
-	off.task(ev)
-	off.tr.Tick(context.Background())
-	require.Zero(t, off.store.Len(), "not watched unless configured")
+	for name, cfg := range map[string]tracker.Config{
+		"not configured":       {},
+		"cluster not profiled": {WatchUnmanaged: true, Clusters: map[string]tracker.Cluster{"other": {Name: "other", ECSCluster: "other"}}},
+	} {
+		off := newHarness(t, cfg)
+		off.task(ev)
+		off.drained()
+		off.tr.Tick(context.Background())
+		require.Zero(t, off.store.Len(), name)
+	}
 }
 
 // A run dispatched while one exitwatch ran is judged by the next one after
