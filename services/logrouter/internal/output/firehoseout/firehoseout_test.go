@@ -34,6 +34,8 @@ type fakeFirehose struct {
 	// contains "flaky" fail with an ErrorCode.
 	failFirst bool
 	missing   string // a stream that does not exist
+	maxBatch  int    // most records seen in one request
+	maxBytes  int    // most bytes seen in one request
 }
 
 func (f *fakeFirehose) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -82,6 +84,8 @@ func (f *fakeFirehose) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		out.RequestResponses = append(out.RequestResponses, resp{RecordId: fmt.Sprint("id-", i)})
 	}
 	require.LessOrEqual(f.t, total, 4<<20, "PutRecordBatch takes at most 4 MiB")
+	f.maxBatch = max(f.maxBatch, len(in.Records))
+	f.maxBytes = max(f.maxBytes, total)
 	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
 	_ = json.NewEncoder(w).Encode(out)
 }
@@ -104,7 +108,7 @@ func TestPutRecordBatchLimitsAndPartialRetry(t *testing.T) {
 		if i%3 == 0 {
 			svc = "worker"
 		}
-		log := fmt.Sprintf("line %d %s", i, strings.Repeat("x", 4000)) // 1,200 × 4 KB > 4 MiB
+		log := fmt.Sprintf("line %04d %s", i, strings.Repeat("x", 9985)) // 10,000 B: 419 fit in 4 MiB
 		if i%10 == 0 {
 			log = "flaky " + log
 		}
@@ -118,6 +122,8 @@ func TestPutRecordBatchLimitsAndPartialRetry(t *testing.T) {
 
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	require.Equal(t, 419, f.maxBatch, "batches are cut at 4 MiB before 500 records")
+	require.Greater(t, f.maxBytes, 4<<20-10_100)
 	require.Len(t, f.got["prod_api"], 800)
 	require.Len(t, f.got["prod_worker"], 400)
 	for s, n := range f.attempts {
