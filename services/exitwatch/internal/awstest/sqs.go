@@ -30,8 +30,15 @@ type SQS struct {
 	Requests map[string]int
 	// Problems lists malformed requests the server saw.
 	Problems []string
-	// FailDeletes makes every DeleteMessageBatch entry fail (SenderFault).
-	FailDeletes bool
+	failDeletes bool
+}
+
+// FailDeletes makes every DeleteMessageBatch entry fail (InternalError)
+// while on.
+func (q *SQS) FailDeletes(on bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.failDeletes = on
 }
 
 type sqsMsg struct {
@@ -177,7 +184,7 @@ func (q *SQS) serve(w http.ResponseWriter, r *http.Request) {
 		var bad []failed
 		q.mu.Lock()
 		for _, e := range in.Entries {
-			if q.FailDeletes {
+			if q.failDeletes {
 				bad = append(bad, failed{Id: e.Id, Code: "InternalError", Message: "try again", SenderFault: false})
 				continue
 			}

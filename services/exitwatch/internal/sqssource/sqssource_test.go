@@ -62,7 +62,8 @@ func TestPollPublishesThenDeletes(t *testing.T) {
 	q.Send(`{"version":"0","id":"x","detail-type":"ECS Container Instance State Change","source":"aws.ecs","detail":{}}`)
 	q.Send(`{"version":"0","id":"broken","detail-type":"ECS Task State Change","source":"aws.ecs","detail":{"taskArn":"arn:aws:ecs:eu-west-1:1:task/batch/x","lastStatus":"RUNNING"}}`)
 
-	src, err := sqssource.New(sqssource.Config{QueueURL: q.QueueURL, WaitTime: time.Second, ClusterOf: func(arn string) string {
+	// A message whose publish failed comes back after a second.
+	src, err := sqssource.New(sqssource.Config{QueueURL: q.QueueURL, WaitTime: time.Second, VisibilityTimeout: time.Second, ClusterOf: func(arn string) string {
 		if arn == "arn:aws:ecs:eu-west-1:123456789012:cluster/batch" {
 			return "prod-batch"
 		}
@@ -151,4 +152,35 @@ func TestReceiveErrorNamesQueue(t *testing.T) {
 	_, err = src.Poll(context.Background())
 	require.ErrorContains(t, err, "missing")
 	require.ErrorContains(t, err, "QueueDoesNotExist")
+}
+
+// A failed delete leaves the message to come back; the second publish of
+// the same (task arn, version) is dropped by JetStream, so the event is
+// still in the stream once.
+func TestFailedDeleteRedelivers(t *testing.T) {
+	t.Parallel()
+	env := natstest.Start(t)
+	q := awstest.NewSQS()
+	defer q.Close()
+	body := fixtures(t)[0]
+	q.Send(body)
+	src, err := sqssource.New(sqssource.Config{QueueURL: q.QueueURL, WaitTime: time.Second}, client(q), env.JS, logging.Discard(), noop.NewMeterProvider().Meter("t"))
+	require.NoError(t, err)
+	ctx := context.Background()
+	q.FailDeletes(true)
+	n, err := src.Poll(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	require.Equal(t, 1, q.Len())
+	q.FailDeletes(false)
+	q.MakeVisible()
+	n, err = src.Poll(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	require.Zero(t, q.Len())
+	stream, err := env.JS.Stream(ctx, "RUNS")
+	require.NoError(t, err)
+	info, err := stream.Info(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, info.State.Msgs)
 }
