@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -268,4 +269,72 @@ func kindOf(t *testing.T, body string) string {
 	require.NoError(t, json.Unmarshal([]byte(body), &m))
 	k, _ := m["kind"].(string)
 	return k
+}
+
+// Two replicas share the consumers: every failed run reaches the webhook
+// exactly once.
+func TestTwoReplicasDeliverOnce(t *testing.T) {
+	t.Parallel()
+	env := natstest.Start(t)
+	wh := newHook(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var dones []chan error
+	for i := range 2 {
+		cfg := app.DevConfig(natsconn.Config{URL: env.URL, Prefix: "taskyard", Replicas: 1}, "127.0.0.1:0", "", wh.URL)
+		cfg.Instance = "replica-" + strconv.Itoa(i)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		done := make(chan error, 1)
+		go func() { done <- app.Run(ctx, cfg, app.Deps{Log: logging.Discard(), NC: env.NC, Listener: ln}) }()
+		dones = append(dones, done)
+	}
+	defer func() {
+		cancel()
+		for _, d := range dones {
+			require.NoError(t, <-d)
+		}
+	}()
+	// Both replicas are up once their delivery consumers exist.
+	require.Eventually(t, func() bool {
+		_, err := env.JS.Consumer(ctx, "ALERTS", "exitwatch-deliver-webhook")
+		return err == nil
+	}, 10*time.Second, 20*time.Millisecond)
+	const runs = 20
+	at := time.Now().UTC()
+	for i := range runs {
+		id := v1.RunID("twice", at.Add(time.Duration(i)*time.Second), v1.Trigger_TRIGGER_MANUAL)
+		_, err := v1.Publish(ctx, env.JS, "taskyard.run.dispatched.twice", &v1.RunDispatched{RunId: id, Schedule: "twice", Cluster: "dev",
+			DispatchedAt: timestamppb.New(at), TaskIds: []string{"t-" + id}, TaskCount: 1, Runner: "exec"}, id)
+		require.NoError(t, err)
+		_, err = v1.Publish(ctx, env.JS, "taskyard.task.dev.twice", &v1.TaskStateChanged{TaskArn: "t-" + id, RunId: id, Schedule: "twice", Cluster: "dev",
+			LastStatus: "STOPPED", Version: 3, StartedAt: timestamppb.New(at), StoppedAt: timestamppb.New(at.Add(time.Second)),
+			Containers: []*v1.ContainerState{{Name: "job", ExitCode: 1, HasExitCode: true}}}, "t-"+id+":3")
+		require.NoError(t, err)
+	}
+	count := func() map[string]int {
+		wh.mu.Lock()
+		defer wh.mu.Unlock()
+		seen := map[string]int{}
+		for _, a := range wh.alerts {
+			if a.GetKind() == "run_failed" {
+				seen[a.GetRunId()]++
+			}
+		}
+		return seen
+	}
+	require.Eventually(t, func() bool { return len(count()) == runs }, 20*time.Second, 20*time.Millisecond)
+	// Everything consumed and acknowledged: no second delivery is coming.
+	for _, c := range []struct{ stream, name string }{{"RUNS", "exitwatch-tracker"}, {"ALERTS", "exitwatch-deliver-webhook"}} {
+		require.Eventually(t, func() bool {
+			cons, err := env.JS.Consumer(ctx, c.stream, c.name)
+			if err != nil {
+				return false
+			}
+			info, err := cons.Info(ctx)
+			return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+		}, 20*time.Second, 20*time.Millisecond, c.name)
+	}
+	for id, n := range count() {
+		require.Equal(t, 1, n, id)
+	}
 }
