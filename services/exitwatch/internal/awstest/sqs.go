@@ -29,7 +29,7 @@ type SQS struct {
 	arrived  chan struct{}
 	Requests map[string]int
 	// Problems lists malformed requests the server saw.
-	Problems []string
+	Problems    []string
 	failDeletes bool
 }
 
