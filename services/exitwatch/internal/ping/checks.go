@@ -46,7 +46,6 @@ type checkYAML struct {
 	Severity      string        `yaml:"severity"`
 	Channel       string        `yaml:"channel"`
 	SucceedWithin time.Duration `yaml:"succeedWithin"`
-	Logs          bool          `yaml:"logs"`
 	Enabled       *bool         `yaml:"enabled"`
 }
 
@@ -104,7 +103,7 @@ func Parse(file string, data []byte) (*File, error) {
 			Kind: watchlist.KindCheck, Name: c.Name, Cluster: c.Cluster, Enabled: c.Enabled == nil || *c.Enabled,
 			Period: c.Period, Grace: c.Grace, Timeout: c.Timeout, TaskCount: 1, Concurrency: "allow",
 			Runbook: c.Runbook, Channel: c.Channel, Severity: v1.Severity_SEVERITY_CRITICAL,
-			SucceedWithin: c.SucceedWithin, Logs: c.Logs,
+			SucceedWithin: c.SucceedWithin,
 		}
 		if it.Cluster == "" {
 			it.Cluster = DefaultCluster
