@@ -477,7 +477,8 @@ func BuildSummary(recs []*v1.RunRecord, finished map[string]*runstore.Counts, cl
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	a := &v1.Alert{Kind: KindSummary, Severity: v1.Severity_SEVERITY_INFO, DedupeKey: "summary", Fields: map[string]string{},
+	// Each summary is its own message (not a thread of repeats).
+	a := &v1.Alert{Kind: KindSummary, Severity: v1.Severity_SEVERITY_INFO, DedupeKey: "summary:" + to.UTC().Format(time.RFC3339), Fields: map[string]string{},
 		Time: timestamppb.New(to), Title: fmt.Sprintf("taskyard summary %s – %s", from.UTC().Format("15:04"), to.UTC().Format("15:04 UTC"))}
 	var b strings.Builder
 	for _, n := range names {
