@@ -89,6 +89,9 @@ type Config struct {
 	KillGrace time.Duration
 	// WorkDir (exec runner) is the processes' working directory.
 	WorkDir string
+	// ClaimAhead claims each fire in KV this long before its time so the
+	// claim's round trip is not part of the dispatch lag.
+	ClaimAhead time.Duration
 	// ECS runner.
 	ECS ECSConfig
 	// LogLevel of the daemon's own logs (debug, info, warn, error).
@@ -119,6 +122,7 @@ func (c *Config) Register(f *config.Flags) {
 	f.String(&c.ClustersDir, "clusters-dir", "", "directory of cluster profiles (*.yml); schedules must name one of them when set")
 	f.String(&c.Instance, "instance", host, "name of this replica in the leader lease and in events")
 	f.Duration(&c.LeaseTTL, "lease-ttl", 10*time.Second, "leader lease TTL: a crashed leader is replaced after at most this long; the same on every replica")
+	f.Duration(&c.ClaimAhead, "claim-ahead", 250*time.Millisecond, "claim each fire in KV this long before its time (the runner is still called on time)")
 	f.Bool(&c.ReleaseLease, "release-lease", true, "on shutdown, release a held lease so another replica takes over at once")
 	f.String(&c.HTTPListen, "http-listen", ":8081", "address of /healthz, /readyz and /metrics (empty: off)")
 	f.String(&c.ForwardAddr, "forward-addr", "", "exec runner: send task logs over Fluent Forward to host:port (the logrouter); empty writes them to stdout as JSON")
@@ -141,6 +145,7 @@ func (c Config) Validate() error {
 	p.Check(c.Instance != "", "instance: must not be empty")
 	p.Check(c.LeaseTTL >= 500*time.Millisecond, "lease-ttl: %s is shorter than 500ms", c.LeaseTTL)
 	p.Check(c.KillGrace > 0, "kill-grace: must be positive")
+	p.Check(c.ClaimAhead >= 0 && c.ClaimAhead < c.LeaseTTL/2, "claim-ahead: %s must be between 0 and half the lease TTL", c.ClaimAhead)
 	if c.ClustersDir != "" {
 		if fi, err := os.Stat(c.ClustersDir); err != nil {
 			p.Addf("clusters-dir: %v", err)
@@ -316,6 +321,7 @@ func run(ctx context.Context, cfg Config, deps Deps) error {
 	eng, err := engine.New(engine.Config{
 		Prefix: cfg.NATS.Prefix, Instance: cfg.Instance, Clock: clk, Runner: run, Profiles: profiles,
 		JS: js, State: kvState, Leader: ls, Log: log, Meter: tel.Meter, Tracer: tel.Tracer,
+		Lookahead: cfg.ClaimAhead,
 	})
 	if err != nil {
 		return err

@@ -58,6 +58,7 @@ func baseConfig(url string) app.Config {
 	cfg.LeaseTTL = time.Second
 	cfg.ReleaseLease = true
 	cfg.KillGrace = 2 * time.Second
+	cfg.ClaimAhead = 200 * time.Millisecond
 	cfg.LogLevel = "info"
 	return cfg
 }

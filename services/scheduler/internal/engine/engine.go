@@ -67,6 +67,10 @@ type Config struct {
 	// DispatchTimeout bounds one dispatch (claim, runner call, publish).
 	// Default 2 minutes.
 	DispatchTimeout time.Duration
+	// Lookahead claims a fire this long before its time, so that the KV
+	// round trip of the claim is not part of the dispatch lag; the runner
+	// is still called at the fire time. 0 claims at the fire time.
+	Lookahead time.Duration
 }
 
 // ErrNotLeader is returned by Trigger on an instance that does not lead.
@@ -320,10 +324,11 @@ func (e *Engine) Run(ctx context.Context) error {
 		var tc <-chan time.Time
 		e.mu.Lock()
 		if e.leading {
-			e.fireDue(e.cfg.Clock.Now())
+			now := e.cfg.Clock.Now()
+			e.fireDue(now, now.Add(e.cfg.Lookahead))
 			if len(e.heap) > 0 {
 				stop()
-				timer = e.cfg.Clock.NewTimer(e.heap[0].next.Sub(e.cfg.Clock.Now()))
+				timer = e.cfg.Clock.NewTimer(e.heap[0].next.Add(-e.cfg.Lookahead).Sub(e.cfg.Clock.Now()))
 				tc = timer.C()
 			}
 		}
@@ -347,9 +352,10 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 }
 
-// fireDue queues every fire that is due at now. e.mu held.
-func (e *Engine) fireDue(now time.Time) {
-	for len(e.heap) > 0 && !e.heap[0].next.After(now) {
+// fireDue queues every fire due by horizon (now plus the lookahead). e.mu
+// held.
+func (e *Engine) fireDue(now, horizon time.Time) {
+	for len(e.heap) > 0 && !e.heap[0].next.After(horizon) {
 		en := e.heap[0]
 		at := en.next
 		f := fire{at: at, trigger: v1.Trigger_TRIGGER_SCHEDULE, epoch: e.epoch}
@@ -436,15 +442,8 @@ func (e *Engine) dispatch(ctx context.Context, en *entry, spec *v1.ScheduleSpec,
 	defer span.End()
 	trig := attribute.String("trigger", triggerName(f.trigger))
 
-	now := e.cfg.Clock.Now()
-	skip, detail := f.skip, f.detail
-	var active []string
-	if skip == v1.SkipReason_SKIP_REASON_UNSPECIFIED {
-		skip, detail, active = e.decide(ctx, spec, f, now)
-	}
-
 	if f.trigger != v1.Trigger_TRIGGER_MANUAL && !f.redo {
-		ok, err := e.claim(ctx, en, f, runID, now)
+		ok, err := e.claim(ctx, en, f, runID, e.cfg.Clock.Now())
 		if err != nil {
 			span.RecordError(err)
 			span.SetStatus(codes.Error, "claim")
@@ -454,6 +453,21 @@ func (e *Engine) dispatch(ctx context.Context, en *entry, spec *v1.ScheduleSpec,
 		if !ok {
 			return runID, nil // decided before (by us or a previous leader)
 		}
+	}
+	// Claimed ahead of time (Lookahead): wait for the fire time itself.
+	if wait := f.at.Sub(e.cfg.Clock.Now()); wait > 0 {
+		t := e.cfg.Clock.NewTimer(wait)
+		select {
+		case <-t.C():
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
+	now := e.cfg.Clock.Now()
+	skip, detail := f.skip, f.detail
+	var active []string
+	if skip == v1.SkipReason_SKIP_REASON_UNSPECIFIED {
+		skip, detail, active = e.decide(ctx, spec, f, now)
 	}
 	e.m.fires.Add(ctx, 1, metric.WithAttributes(trig))
 	if skip != v1.SkipReason_SKIP_REASON_UNSPECIFIED {

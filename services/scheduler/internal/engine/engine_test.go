@@ -100,6 +100,10 @@ type harness struct {
 }
 
 func newHarness(t *testing.T, now time.Time, profiles map[string]*schedule.Profile) *harness {
+	return newHarnessAhead(t, now, profiles, 0)
+}
+
+func newHarnessAhead(t *testing.T, now time.Time, profiles map[string]*schedule.Profile, ahead time.Duration) *harness {
 	t.Helper()
 	srv, err := natsconn.StartEmbedded(natsconn.EmbeddedConfig{Listen: "127.0.0.1:-1", StoreDir: t.TempDir()})
 	require.NoError(t, err)
@@ -128,7 +132,7 @@ func newHarness(t *testing.T, now time.Time, profiles map[string]*schedule.Profi
 	h.eng, err = New(Config{
 		Clock: h.clk, Runner: h.run, Profiles: profiles, JS: js, State: state, Leader: h.lead,
 		Log: logging.New(testLog{t}, -4, "scheduler"), Meter: noop.NewMeterProvider(), Tracer: tnoop.NewTracerProvider(),
-		Instance: "test",
+		Instance: "test", Lookahead: ahead,
 	})
 	require.NoError(t, err)
 	rctx, cancel := context.WithCancel(ctx)
@@ -439,4 +443,33 @@ func TestNotLeaderDoesNotFire(t *testing.T) {
 	id, err := h.eng.Trigger(context.Background(), "n")
 	require.NoError(t, err)
 	require.Contains(t, id, "-m-")
+}
+
+func TestClaimAheadRunsOnTime(t *testing.T) {
+	t.Parallel()
+	t0 := mustTime(t, "2026-06-01T10:00:00Z")
+	h := newHarnessAhead(t, t0, nil, 300*time.Millisecond)
+	require.NoError(t, h.eng.Upsert(spec("ahead", "rate(1 minute)", "UTC")))
+	h.lead.set(true)
+	fireAt := t0.Add(time.Minute)
+
+	// The engine wakes 300 ms early and claims the fire in KV...
+	var at time.Time
+	require.Eventually(t, func() bool { var ok bool; at, ok = h.clk.NextTimer(); return ok }, 5*time.Second, time.Millisecond)
+	require.True(t, fireAt.Add(-300*time.Millisecond).Equal(at))
+	h.clk.Set(at)
+	require.Eventually(t, func() bool {
+		e, err := h.state.Get(context.Background(), "ahead")
+		if err != nil {
+			return false
+		}
+		st := &v1.ScheduleState{}
+		return proto.Unmarshal(e.Value(), st) == nil && st.LastFire.AsTime().Equal(fireAt)
+	}, 5*time.Second, time.Millisecond)
+	// ...but calls the runner only at the fire time.
+	require.Eventually(t, func() bool { n, ok := h.clk.NextTimer(); return ok && n.Equal(fireAt) }, 5*time.Second, time.Millisecond)
+	require.Zero(t, h.run.count())
+	h.clk.Set(fireAt)
+	require.Eventually(t, func() bool { return h.run.count() == 1 }, 5*time.Second, time.Millisecond)
+	require.True(t, fireAt.Equal(h.run.times()[0]))
 }
