@@ -266,11 +266,17 @@ func (t *Tracker) checkNoSuccess(ctx context.Context, it *watchlist.Item, now ti
 	case down && !open:
 		base.Title = fmt.Sprintf("%s has not succeeded for %s", it.Name, now.Sub(since).Round(time.Minute))
 		base.Text = fmt.Sprintf("expectations.succeedWithin is %s.", it.SucceedWithin)
-		return t.PublishAlert(ctx, base, key+":"+strconv.FormatInt(since.Unix(), 10))
+		// The id depends only on what every replica sees (the last
+		// success), so two replicas raise it once.
+		id := "never"
+		if !agg.LastSuccess.IsZero() {
+			id = strconv.FormatInt(agg.LastSuccess.Unix(), 10)
+		}
+		return t.PublishAlert(ctx, base, key+":"+id)
 	case !down && open:
 		base.Resolved, base.Kind, base.Severity = true, KindRecovered, v1.Severity_SEVERITY_INFO
 		base.Title = fmt.Sprintf("%s succeeded again", it.Name)
-		return t.PublishAlert(ctx, base, key+":resolved:"+strconv.FormatInt(since.Unix(), 10))
+		return t.PublishAlert(ctx, base, key+":resolved:"+strconv.FormatInt(agg.LastSuccess.Unix(), 10))
 	}
 	return nil
 }
@@ -327,6 +333,10 @@ func (t *Tracker) checkOverlap(ctx context.Context, recs []*v1.RunRecord) {
 		t.mu.Lock()
 		open := t.incidents[key]
 		t.incidents[key] = over
+		opened := t.overlapRun[it.Name]
+		if over && !open {
+			t.overlapRun[it.Name] = a.newest.GetRunId()
+		}
 		t.mu.Unlock()
 		al := &v1.Alert{Kind: KindOverlap, DedupeKey: key, Schedule: it.Name, Cluster: it.Cluster, RunbookUrl: it.Runbook, Channel: it.Channel,
 			Severity: v1.Severity_SEVERITY_WARNING, Fields: map[string]string{"allowed_tasks": strconv.Itoa(allowed), "concurrency": it.Concurrency}}
@@ -341,7 +351,7 @@ func (t *Tracker) checkOverlap(ctx context.Context, recs []*v1.RunRecord) {
 		case !over && open:
 			al.Resolved = true
 			al.Title = fmt.Sprintf("%s no longer overlaps", it.Name)
-			err = t.PublishAlert(ctx, al, key+":resolved:"+strconv.FormatInt(t.d.Now().Unix()/60, 10))
+			err = t.PublishAlert(ctx, al, key+":resolved:"+opened)
 		}
 		if err != nil {
 			t.d.Log.Error("overlap alert", "schedule", it.Name, "err", err)

@@ -173,7 +173,8 @@ type Tracker struct {
 
 	mu          sync.Mutex
 	unsentSince map[string]time.Time
-	incidents   map[string]bool // per-replica open incidents: no_success:, overlap:, capacity:
+	incidents   map[string]bool   // per-replica open incidents: no_success:, overlap:, capacity:
+	overlapRun  map[string]string // schedule -> run id that opened its overlap incident
 	lastSummary time.Time
 
 	events   metric.Int64Counter
@@ -187,7 +188,7 @@ func New(cfg Config, d Deps) (*Tracker, error) {
 	if d.Tracer == nil {
 		d.Tracer = tracenoop.NewTracerProvider().Tracer("exitwatch")
 	}
-	t := &Tracker{cfg: cfg, d: d, subj: v1.Subjects{Prefix: cfg.Prefix}, start: d.Now(), unsentSince: map[string]time.Time{}, incidents: map[string]bool{}}
+	t := &Tracker{cfg: cfg, d: d, subj: v1.Subjects{Prefix: cfg.Prefix}, start: d.Now(), unsentSince: map[string]time.Time{}, incidents: map[string]bool{}, overlapRun: map[string]string{}}
 	var err error
 	if t.events, err = d.Meter.Int64Counter("exitwatch_events", metric.WithDescription("events processed by the run tracker")); err != nil {
 		return nil, err
