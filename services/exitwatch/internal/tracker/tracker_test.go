@@ -10,6 +10,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -431,4 +432,40 @@ func TestStopOverrun(t *testing.T) {
 		Containers: []*v1.ContainerState{{Name: "app", ExitCode: 143, HasExitCode: true}}})
 	h.eventually(func() bool { return len(h.bus.Finished()) == 1 }, "verdict")
 	require.Equal(t, v1.Outcome_OUTCOME_TIMED_OUT, h.bus.Finished()[0].GetOutcome())
+}
+
+// Both replicas evaluate the time rules; each incident is raised once.
+func TestTimeRulesOnceWithTwoReplicas(t *testing.T) {
+	t.Parallel()
+	env := natstest.Start(t)
+	clk := &clock{t: t0}
+	a := addReplica(t, env, clk, tracker.Config{MissedGrace: 30 * time.Second})
+	b := addReplica(t, env, clk, tracker.Config{MissedGrace: 30 * time.Second})
+	sp := spec("dms", "rate(1 minute)")
+	sp.Expectations = &v1.Expectations{SucceedWithin: durationpb.New(5 * time.Minute)}
+	a.applySchedule(sp)
+	require.Eventually(t, func() bool { _, ok := b.list.Get("dms"); return ok }, 5*time.Second, 10*time.Millisecond)
+	clk.Add(10 * time.Minute)
+	for range 3 {
+		a.tr.Tick(context.Background())
+		b.tr.Tick(context.Background())
+	}
+	a.eventually(func() bool { return len(a.bus.AlertsOf(tracker.KindNoSuccess)) >= 1 && len(a.bus.AlertsOf(tracker.KindMissed)) >= 1 }, "raised")
+	a.drained()
+	// What the stream kept (JetStream dropped the second replica's copies).
+	stream, err := env.JS.Stream(context.Background(), "ALERTS")
+	require.NoError(t, err)
+	count := func(subject string) uint64 {
+		info, err := stream.Info(context.Background(), jetstream.WithSubjectFilter(subject))
+		require.NoError(t, err)
+		return info.State.Subjects[subject]
+	}
+	require.EqualValues(t, 1, count("taskyard.alert.critical.no_success"))
+	missed := count("taskyard.alert.critical.run_missed")
+	require.Equal(t, uint64(len(a.bus.Missed())), missed, "one alert per missed fire")
+	seen := map[string]bool{}
+	for _, m := range a.bus.Missed() {
+		require.False(t, seen[m.GetRunId()], "fire %s reported twice", m.GetRunId())
+		seen[m.GetRunId()] = true
+	}
 }
