@@ -450,7 +450,9 @@ func TestTimeRulesOnceWithTwoReplicas(t *testing.T) {
 		a.tr.Tick(context.Background())
 		b.tr.Tick(context.Background())
 	}
-	a.eventually(func() bool { return len(a.bus.AlertsOf(tracker.KindNoSuccess)) >= 1 && len(a.bus.AlertsOf(tracker.KindMissed)) >= 1 }, "raised")
+	a.eventually(func() bool {
+		return len(a.bus.AlertsOf(tracker.KindNoSuccess)) >= 1 && len(a.bus.AlertsOf(tracker.KindMissed)) >= 1
+	}, "raised")
 	a.drained()
 	// What the stream kept (JetStream dropped the second replica's copies).
 	stream, err := env.JS.Stream(context.Background(), "ALERTS")
