@@ -2,6 +2,9 @@ package app_test
 
 import (
 	"encoding/json"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	v1 "github.com/taskyard/taskyard/proto/taskyard/v1"
+	"github.com/taskyard/taskyard/services/kit/telemetry"
 	"github.com/taskyard/taskyard/services/scheduler/app"
 )
 
@@ -52,7 +56,9 @@ func TestExecRunnerEndToEnd(t *testing.T) {
 	out := &syncBuffer{}
 	cfg := baseConfig(url)
 	cfg.ClustersDir = writeProfile(t, 0)
-	start(t, cfg, app.Deps{Stdout: out})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	start(t, cfg, app.Deps{Stdout: out, Listener: ln, Telemetry: telemetry.Noop()})
 	ev := collect(t, nc)
 
 	spec := execSpec("echo", "rate(1 second)", `echo "{\"level\":\"info\",\"msg\":\"$GREETING $TASKYARD_RUN_ID\"}"; echo oops >&2; exit 3`)
@@ -196,6 +202,23 @@ func TestExecRunnerEndToEnd(t *testing.T) {
 	lr = v1.ListReply{}
 	request(t, nc, "list", &v1.NameRequest{}, &lr)
 	require.Empty(t, lr.Schedules)
+
+	// Health and metrics.
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + ln.Addr().String() + path)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, body := get("/readyz")
+	require.Equal(t, http.StatusOK, code, body)
+	code, body = get("/metrics")
+	require.Equal(t, http.StatusOK, code)
+	for _, name := range []string{"taskyard_scheduler_fires_total", "taskyard_scheduler_skips_total{", "taskyard_scheduler_dispatch_lag_seconds_bucket", "taskyard_scheduler_leader"} {
+		require.Contains(t, body, name)
+	}
+	require.Contains(t, body, `reason="disabled"`)
 
 	// Every decision carries its run id as Nats-Msg-Id.
 	ev.mu.Lock()
