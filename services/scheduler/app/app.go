@@ -122,7 +122,7 @@ func (c *Config) Register(f *config.Flags) {
 	f.String(&c.ClustersDir, "clusters-dir", "", "directory of cluster profiles (*.yml); schedules must name one of them when set")
 	f.String(&c.Instance, "instance", host, "name of this replica in the leader lease and in events")
 	f.Duration(&c.LeaseTTL, "lease-ttl", 10*time.Second, "leader lease TTL: a crashed leader is replaced after at most this long; the same on every replica")
-	f.Duration(&c.ClaimAhead, "claim-ahead", 250*time.Millisecond, "claim each fire in KV this long before its time (the runner is still called on time)")
+	f.Duration(&c.ClaimAhead, "claim-ahead", time.Second, "claim each fire in KV this long before its time (the runner is still called on time)")
 	f.Bool(&c.ReleaseLease, "release-lease", true, "on shutdown, release a held lease so another replica takes over at once")
 	f.String(&c.HTTPListen, "http-listen", ":8081", "address of /healthz, /readyz and /metrics (empty: off)")
 	f.String(&c.ForwardAddr, "forward-addr", "", "exec runner: send task logs over Fluent Forward to host:port (the logrouter); empty writes them to stdout as JSON")

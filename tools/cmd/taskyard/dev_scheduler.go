@@ -30,7 +30,7 @@ func devScheduler(env devEnv) (lifecycle.Actor, error) {
 	cfg.ReleaseLease = true
 	cfg.ForwardAddr = env.ForwardAddr
 	cfg.KillGrace = 10 * time.Second
-	cfg.ClaimAhead = 250 * time.Millisecond
+	cfg.ClaimAhead = time.Second
 	cfg.LogLevel = "info"
 	cfg.ECS.RunTaskRate, cfg.ECS.RunTaskBurst = 20, 20
 	if err := cfg.Validate(); err != nil {
