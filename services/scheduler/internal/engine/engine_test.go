@@ -473,3 +473,25 @@ func TestClaimAheadRunsOnTime(t *testing.T) {
 	require.Eventually(t, func() bool { return h.run.count() == 1 }, 5*time.Second, time.Millisecond)
 	require.True(t, fireAt.Equal(h.run.times()[0]))
 }
+
+func TestRunFinishedRecordsLastOutcome(t *testing.T) {
+	t.Parallel()
+	t0 := mustTime(t, "2026-06-01T10:00:00Z")
+	h := newHarness(t, t0, nil)
+	require.NoError(t, h.eng.Upsert(spec("o", "rate(1 minute)", "UTC")))
+	h.lead.set(true)
+	h.step(1)
+	runID := h.run.runs[0].RunID
+	h.eng.RunFinished(&v1.RunFinished{RunId: runID, Schedule: "o", Outcome: v1.Outcome_OUTCOME_FAILED})
+	require.Eventually(t, func() bool {
+		e, err := h.state.Get(context.Background(), "o")
+		if err != nil {
+			return false
+		}
+		st := &v1.ScheduleState{}
+		return proto.Unmarshal(e.Value(), st) == nil && st.LastOutcome == v1.Outcome_OUTCOME_FAILED && st.LastRunId == runID
+	}, 5*time.Second, time.Millisecond)
+	// The next claim keeps working on top of the outcome write.
+	h.step(1)
+	require.Equal(t, 2, h.run.count())
+}
