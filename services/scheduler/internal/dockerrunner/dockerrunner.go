@@ -101,6 +101,9 @@ type Config struct {
 	Keep bool
 	// PullTimeout bounds an image pull (default 5 min).
 	PullTimeout time.Duration
+	// PublishTimeout bounds the retries of a STOPPED event while NATS is
+	// unreachable (default 10 min).
+	PublishTimeout time.Duration
 }
 
 // Runner is the docker runner.
@@ -123,6 +126,9 @@ func New(cfg Config) *Runner {
 	}
 	if cfg.PullTimeout <= 0 {
 		cfg.PullTimeout = 5 * time.Minute
+	}
+	if cfg.PublishTimeout <= 0 {
+		cfg.PublishTimeout = 10 * time.Minute
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Runner{cfg: cfg, subj: v1.Subjects{Prefix: cfg.Prefix}, tasks: map[string]*task{}, ctx: ctx, cancel: cancel}
@@ -425,7 +431,7 @@ func (r *Runner) finish(t *task, cleanup func()) {
 		}
 	}
 	t.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.PublishTimeout)
 	defer cancel()
 	r.publish(ctx, t, "STOPPED")
 	if !r.cfg.Keep {
@@ -567,8 +573,27 @@ func (r *Runner) publish(ctx context.Context, t *task, status string) {
 		ev.Containers = append(ev.Containers, cs)
 	}
 	msgID := fmt.Sprintf("%s:%d", t.id, version)
-	if _, err := v1.Publish(ctx, r.cfg.JS, r.subj.Task(t.cluster, t.schedule), ev, msgID); err != nil {
-		r.cfg.Log.Error("publish task state", "task", t.id, "status", status, "err", err)
+	// A STOPPED event is the only word of the task's end: it is retried
+	// until ctx ends (NATS restarting, a JetStream leader election); the
+	// Nats-Msg-Id makes a retry of a publish that did land harmless.
+	delay := 250 * time.Millisecond
+	for {
+		_, err := v1.Publish(ctx, r.cfg.JS, r.subj.Task(t.cluster, t.schedule), ev, msgID)
+		if err == nil {
+			return
+		}
+		if status != "STOPPED" || ctx.Err() != nil {
+			r.cfg.Log.Error("publish task state", "task", t.id, "status", status, "err", err)
+			return
+		}
+		r.cfg.Log.Warn("publish task state, retrying", "task", t.id, "status", status, "err", err, "retry_in", delay)
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			r.cfg.Log.Error("publish task state", "task", t.id, "status", status, "err", ctx.Err())
+			return
+		}
+		delay = min(2*delay, 5*time.Second)
 	}
 }
 
@@ -627,7 +652,9 @@ func (r *Runner) Active(ctx context.Context, spec *v1.ScheduleSpec, _ *schedule.
 }
 
 // adopt starts watching the tasks of listed containers this replica does
-// not know yet.
+// not know yet; the STOPPED event of an adopted task has version 3 (its
+// starter published PENDING and RUNNING), so a STOPPED its starter did
+// publish is dropped by JetStream as a duplicate.
 func (r *Runner) adopt(list []container.Summary) {
 	byTask := map[string][]container.Summary{}
 	for _, s := range list {
@@ -644,7 +671,10 @@ func (r *Runner) adopt(list []container.Summary) {
 		r.mu.Lock()
 		_, known := r.tasks[id]
 		r.mu.Unlock()
-		if known || !running {
+		// An exited container that is still there was not reported (its
+		// replica died between the exit and the removal) unless
+		// containers are kept.
+		if known || (!running && r.cfg.Keep) {
 			continue
 		}
 		l := cs[0].Labels
