@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -145,18 +146,62 @@ func tlsConfig(c Config) (*tls.Config, error) {
 	return tc, nil
 }
 
-// Ensure creates or updates every taskyard stream and KV bucket (idempotent:
-// safe for every daemon replica to call at start).
+// Ensure creates every taskyard stream and KV bucket that does not exist yet
+// and brings the streams up to their definition. It is safe for every daemon
+// replica to call at start, concurrently.
+//
+// Existing buckets are left as they are, with one exception: when
+// o.LeaseTTL is set (the scheduler sets it from --lease-ttl), the leases
+// bucket's TTL is made equal to it, because the leader election is only
+// safe when the bucket expires a lease exactly when its holder stops
+// leading. Other daemons leave LeaseTTL zero and so never change it.
 func Ensure(ctx context.Context, js jetstream.JetStream, o v1.StoreOptions) error {
 	for _, sc := range v1.StreamConfigs(o) {
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+		if err := retryRace(func() error { _, err := js.CreateOrUpdateStream(ctx, sc); return err }); err != nil {
 			return fmt.Errorf("create stream %s: %w", sc.Name, err)
 		}
 	}
+	leases := v1.Buckets(o.Prefix).Leases
 	for _, kc := range v1.KVConfigs(o) {
-		if _, err := js.CreateOrUpdateKeyValue(ctx, kc); err != nil {
+		enforce := kc.Bucket == leases && o.LeaseTTL > 0
+		err := retryRace(func() error {
+			kv, err := js.KeyValue(ctx, kc.Bucket)
+			switch {
+			case errors.Is(err, jetstream.ErrBucketNotFound):
+				_, err = js.CreateKeyValue(ctx, kc)
+				return err
+			case err != nil:
+				return err
+			case !enforce:
+				return nil
+			}
+			st, err := kv.Status(ctx)
+			if err != nil {
+				return err
+			}
+			if st.TTL() == kc.TTL {
+				return nil
+			}
+			_, err = js.UpdateKeyValue(ctx, kc)
+			return err
+		})
+		if err != nil {
 			return fmt.Errorf("create kv bucket %s: %w", kc.Bucket, err)
 		}
 	}
 	return nil
+}
+
+// retryRace retries f a few times when it lost a creation race against
+// another replica (the server then reports the name as already in use).
+func retryRace(f func() error) error {
+	var err error
+	for range 5 {
+		err = f()
+		if err == nil || !(errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) || errors.Is(err, jetstream.ErrBucketExists)) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return err
 }

@@ -68,3 +68,47 @@ func TestValidate(t *testing.T) {
 	require.ErrorContains(t, err, `subject-prefix: "bad.prefix"`)
 	require.ErrorContains(t, err, "nats-creds:")
 }
+
+// TestEnsureLeaseTTL: daemons that do not care about the lease TTL leave an
+// existing leases bucket alone; the scheduler (LeaseTTL set) makes it its
+// own; concurrent Ensure calls with different views do not fail.
+func TestEnsureLeaseTTL(t *testing.T) {
+	t.Parallel()
+	srv, err := natsconn.StartEmbedded(natsconn.EmbeddedConfig{StoreDir: t.TempDir()})
+	require.NoError(t, err)
+	defer srv.Shutdown()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	nc, err := natsconn.Connect(ctx, natsconn.Config{URL: srv.ClientURL()}, "test", logging.Discard())
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+
+	ttl := func() time.Duration {
+		kv, err := js.KeyValue(ctx, "taskyard-leases")
+		require.NoError(t, err)
+		st, err := kv.Status(ctx)
+		require.NoError(t, err)
+		return st.TTL()
+	}
+
+	errs := make(chan error, 4)
+	for i := range 4 {
+		o := v1.StoreOptions{}
+		if i%2 == 0 {
+			o.LeaseTTL = 3 * time.Second
+		}
+		go func() { errs <- natsconn.Ensure(ctx, js, o) }()
+	}
+	for range 4 {
+		require.NoError(t, <-errs)
+	}
+	require.Equal(t, 3*time.Second, ttl(), "the scheduler's TTL wins over the default")
+
+	require.NoError(t, natsconn.Ensure(ctx, js, v1.StoreOptions{}))
+	require.Equal(t, 3*time.Second, ttl(), "another daemon leaves it alone")
+
+	require.NoError(t, natsconn.Ensure(ctx, js, v1.StoreOptions{LeaseTTL: 7 * time.Second}))
+	require.Equal(t, 7*time.Second, ttl(), "a scheduler with a new --lease-ttl updates it")
+}
