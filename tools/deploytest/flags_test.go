@@ -100,16 +100,7 @@ func TestImagesAndPortsMatchDaemons(t *testing.T) {
 	for daemon, files := range daemonTaskDefs {
 		t.Run(daemon, func(t *testing.T) {
 			t.Parallel()
-			port := fallbackHTTPPort[daemon]
-			if reg := daemonFlags[daemon]; reg != nil {
-				fs := registeredFlags(t, daemon)
-				fl := fs.Lookup(daemonHTTPFlag[daemon])
-				require.NotNil(t, fl, "%s has no flag %s", daemon, daemonHTTPFlag[daemon])
-				_, p, err := net.SplitHostPort(fl.DefValue)
-				require.NoError(t, err)
-				port, err = strconv.Atoi(p)
-				require.NoError(t, err)
-			}
+			port := daemonPort(t, daemon)
 			image := regexp.MustCompile(`^` + regexp.QuoteMeta(testEnv["TASKYARD_IMAGE_REGISTRY"]) + `/taskyard-` + daemon + `(-site)?:(.+)$`)
 			for _, rel := range files {
 				td := loadTaskDef(t, rel)
@@ -133,4 +124,20 @@ func TestImagesAndPortsMatchDaemons(t *testing.T) {
 			}
 		})
 	}
+}
+
+// daemonPort is the daemon's default HTTP port, from its app.Config when
+// its package is available, else from fallbackHTTPPort.
+func daemonPort(t *testing.T, daemon string) int {
+	t.Helper()
+	if daemonFlags[daemon] == nil {
+		return fallbackHTTPPort[daemon]
+	}
+	fl := registeredFlags(t, daemon).Lookup(daemonHTTPFlag[daemon])
+	require.NotNil(t, fl, "%s has no flag %s", daemon, daemonHTTPFlag[daemon])
+	_, p, err := net.SplitHostPort(fl.DefValue)
+	require.NoError(t, err)
+	port, err := strconv.Atoi(p)
+	require.NoError(t, err)
+	return port
 }

@@ -1,6 +1,7 @@
 package deploytest
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -38,6 +39,7 @@ func TestTaskDefinitionsFitTheImages(t *testing.T) {
 	t.Parallel()
 	stages := dockerStages(t)
 	require.Contains(t, stages["base"], "USER 65532:65532")
+	require.Contains(t, stages["base"], "/usr/local/bin/httpcheck", "the images' health check binary")
 	for daemon, files := range daemonTaskDefs {
 		stage, ok := stages[daemon]
 		require.True(t, ok, "deploy/docker/Dockerfile has no target %s", daemon)
@@ -56,6 +58,13 @@ func TestTaskDefinitionsFitTheImages(t *testing.T) {
 			for _, pm := range c.PortMappings {
 				require.Contains(t, exposed, aws.ToInt32(pm.ContainerPort), "%s maps a port the image does not expose", rel)
 			}
+			// The daemon's own container is health-checked with the image's
+			// httpcheck against its /readyz on its HTTP port.
+			require.NotNil(t, c.HealthCheck, "%s: %s has no health check", rel, daemon)
+			cmd := c.HealthCheck.Command
+			require.GreaterOrEqual(t, len(cmd), 3, rel)
+			require.Equal(t, []string{"CMD", "/usr/local/bin/httpcheck"}, cmd[:2], rel)
+			require.Equal(t, fmt.Sprintf("http://127.0.0.1:%d/readyz", daemonPort(t, daemon)), cmd[len(cmd)-1], rel)
 		}
 	}
 	docker, err := os.ReadFile(filepath.Join(repoRoot(t), "deploy/ecs/exporter/Dockerfile.mackerel"))
