@@ -213,7 +213,7 @@ func (s *stack) dumpLogs() {
 	out, _ := s.composeOut(time.Minute, "--profile", "ha", "ps", "-a")
 	fmt.Println(out)
 	for _, svc := range append(services, "s3-init", "schedules") {
-		out, _ := s.composeOut(time.Minute, "--profile", "ha", "logs", "--no-color", "--tail", "300", svc)
+		out, _ := s.composeOut(time.Minute, "--profile", "ha", "logs", "--no-color", "--tail", "200", svc)
 		fmt.Printf("==== logs of %s\n%s\n", svc, out)
 	}
 }
@@ -227,7 +227,7 @@ func (s *stack) container(t *testing.T, svc string) string {
 }
 
 func (s *stack) containerID(svc string) (string, error) {
-	out, err := s.composeOut(time.Minute, "--profile", "ha", "ps", "-q", svc)
+	out, err := s.composeOut(time.Minute, "--profile", "ha", "ps", "-a", "-q", svc)
 	if err != nil {
 		return "", fmt.Errorf("compose ps %s: %w: %s", svc, err, out)
 	}
@@ -331,3 +331,6 @@ func (s *stack) apply(t *testing.T, dir string) {
 	require.NoError(t, os.WriteFile(filepath.Join(clusters, "dev.yml"), data, 0o644))
 	s.cli(t, "schedule", "apply", "--create", dir)
 }
+
+// execCommand is exec.CommandContext (named for the cleanups that use it).
+var execCommand = exec.CommandContext
