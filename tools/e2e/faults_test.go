@@ -299,7 +299,9 @@ func TestFaultSchedulerLeaderKill(t *testing.T) {
 	dir := t.TempDir()
 	s.writeSchedule(t, dir, "e2e-tick", "rate(2 seconds)", map[string]string{"DEMO_LINES": "1"})
 	s.apply(t, dir)
-	t.Cleanup(func() { _ = execCommand(context.Background(), s.bin+"/taskyard", "--nats-url", "nats://127.0.0.1:"+natsPort, "schedule", "disable", "e2e-tick").Run() })
+	t.Cleanup(func() {
+		_ = execCommand(context.Background(), s.bin+"/taskyard", "--nats-url", "nats://127.0.0.1:"+natsPort, "schedule", "disable", "e2e-tick").Run()
+	})
 
 	var leader string
 	require.Eventually(t, func() bool {
