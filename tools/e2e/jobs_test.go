@@ -157,6 +157,7 @@ func TestJobs(t *testing.T) {
 			return metricLines(t, string(out))
 		}
 		j1, p1 := pluginJSON(), pluginTaskyard()
+		firstRun := time.Now().Unix()
 		require.Equal(t, 3.0, j1["taskyard.schedule.e2e-fail.last_exit_code"], "mackerel-plugin-json: %v", j1)
 		require.Contains(t, j1, "taskyard.schedule.e2e-fail.failed")
 		require.Greater(t, p1["taskyard.last_duration.e2e-fail"], 0.0, "mackerel-plugin-taskyard: %v", p1)
@@ -169,6 +170,9 @@ func TestJobs(t *testing.T) {
 			f, _ := num(metrics(t), "schedule", "e2e-fail", "failed")
 			return f == 2
 		}, 60*time.Second, time.Second)
+		// Both plugins divide by whole seconds since their last run and
+		// report 0 within the same second.
+		require.Eventually(t, func() bool { return time.Now().Unix() >= firstRun+2 }, 5*time.Second, 50*time.Millisecond)
 		j2, p2 := pluginJSON(), pluginTaskyard()
 		require.Greater(t, j2["taskyard.schedule.e2e-fail.failed"], 0.0, "mackerel-plugin-json (failures per minute): %v", j2)
 		require.Equal(t, 0.0, j2["taskyard.schedule.e2e-ok.failed"])
