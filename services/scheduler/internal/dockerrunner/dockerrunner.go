@@ -113,7 +113,9 @@ type Runner struct {
 
 	mu    sync.Mutex
 	tasks map[string]*task
-	wg    sync.WaitGroup
+	// starting are the tasks this replica is creating (not adoptable).
+	starting map[string]bool
+	wg       sync.WaitGroup
 	// stop ends the watchers on Shutdown.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -131,7 +133,7 @@ func New(cfg Config) *Runner {
 		cfg.PublishTimeout = 10 * time.Minute
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Runner{cfg: cfg, subj: v1.Subjects{Prefix: cfg.Prefix}, tasks: map[string]*task{}, ctx: ctx, cancel: cancel}
+	return &Runner{cfg: cfg, subj: v1.Subjects{Prefix: cfg.Prefix}, tasks: map[string]*task{}, starting: map[string]bool{}, ctx: ctx, cancel: cancel}
 }
 
 // Name is "docker".
@@ -199,6 +201,14 @@ func containerName(runID string, i int, name string) string {
 
 func (r *Runner) start(ctx context.Context, req runner.Request, id, family string, idx int) (string, error) {
 	spec := req.Spec
+	r.mu.Lock()
+	r.starting[id] = true
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		delete(r.starting, id)
+		r.mu.Unlock()
+	}()
 	t := &task{id: id, runID: req.RunID, schedule: spec.GetName(), cluster: spec.GetCluster(), family: family, created: time.Now()}
 	for _, c := range spec.GetContainers() {
 		t.conts = append(t.conts, &cont{name: c.GetName(), image: c.GetImage(), essential: c.GetEssential() || len(spec.GetContainers()) == 1, done: make(chan struct{})})
@@ -670,6 +680,7 @@ func (r *Runner) adopt(list []container.Summary) {
 		}
 		r.mu.Lock()
 		_, known := r.tasks[id]
+		known = known || r.starting[id]
 		r.mu.Unlock()
 		// An exited container that is still there was not reported (its
 		// replica died between the exit and the removal) unless
@@ -687,7 +698,7 @@ func (r *Runner) adopt(list []container.Summary) {
 				essential: s.Labels[LabelEssential] == "true", done: make(chan struct{})})
 		}
 		r.mu.Lock()
-		if _, known := r.tasks[id]; known {
+		if _, known := r.tasks[id]; known || r.starting[id] {
 			r.mu.Unlock()
 			continue
 		}
@@ -699,7 +710,9 @@ func (r *Runner) adopt(list []container.Summary) {
 }
 
 // ClusterLoad counts the tasks of the profile's cluster with a running
-// container (started by any replica).
+// container (started by any replica). Only the leader asks (before a
+// dispatch), so it also adopts the running tasks nobody watches — those of
+// a leader that died — whatever their schedule's concurrency policy.
 func (r *Runner) ClusterLoad(ctx context.Context, p *schedule.Profile) (int, error) {
 	list, err := r.cfg.Client.ContainerList(ctx, container.ListOptions{Filters: filters.NewArgs(
 		filters.Arg("label", LabelManaged+"=true"),
@@ -708,6 +721,7 @@ func (r *Runner) ClusterLoad(ctx context.Context, p *schedule.Profile) (int, err
 	if err != nil {
 		return 0, fmt.Errorf("list containers of cluster %s: %w", p.Name, err)
 	}
+	r.adopt(list)
 	tasks := map[string]bool{}
 	for _, s := range list {
 		tasks[s.Labels[LabelTask]] = true

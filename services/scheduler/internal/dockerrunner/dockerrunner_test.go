@@ -32,6 +32,7 @@ import (
 	v1 "github.com/taskyard/taskyard/proto/taskyard/v1"
 	"github.com/taskyard/taskyard/services/kit/logging"
 	"github.com/taskyard/taskyard/services/kit/natsconn"
+	"github.com/taskyard/taskyard/services/kit/schedule"
 	"github.com/taskyard/taskyard/services/scheduler/internal/runner"
 )
 
@@ -417,4 +418,31 @@ func (s *forwardServer) records(runID string) []map[string]any {
 		}
 	}
 	return out
+}
+
+func TestClusterLoadAdoptsOrphans(t *testing.T) {
+	cli := dockerClient(t)
+	img := buildJobImage(t, cli)
+	first, evs := setup(t, Config{Client: cli, KillGrace: time.Second})
+	q := request("orphan", img, []string{"sleep", "5m"}, 0, 0)
+	q.Spec.Cluster = "orphans-" + randHex(3)
+	res, err := first.Run(context.Background(), q)
+	require.NoError(t, err)
+	require.Len(t, res.TaskIDs, 1)
+	first.Shutdown(false)
+
+	second := New(Config{Client: cli, JS: first.cfg.JS, Log: logging.Discard(), KillGrace: time.Second})
+	t.Cleanup(func() { second.Shutdown(true) })
+	n, err := second.ClusterLoad(context.Background(), &schedule.Profile{Name: q.Spec.Cluster})
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	// The container ends on its own (here: stopped behind the runner's
+	// back); the adopter reports it and removes it.
+	docker := managed(t, cli, q.Spec.Name)
+	require.Len(t, docker, 1)
+	secs := 1
+	require.NoError(t, cli.ContainerStop(context.Background(), docker[0].ID, container.StopOptions{Timeout: &secs}))
+	require.Eventually(t, func() bool { return evs.stopped(res.TaskIDs[0]) != nil }, 60*time.Second, 50*time.Millisecond)
+	require.Equal(t, int32(143), evs.stopped(res.TaskIDs[0]).GetContainers()[0].GetExitCode())
+	require.Eventually(t, func() bool { return len(managed(t, cli, q.Spec.Name)) == 0 }, 30*time.Second, 100*time.Millisecond)
 }
