@@ -584,14 +584,29 @@ func taskCount(spec *v1.ScheduleSpec) int32 {
 // claim records f as decided in KV taskyard-state. It returns false when
 // the fire was already decided.
 func (e *Engine) claim(ctx context.Context, en *entry, f fire, runID string, now time.Time) (bool, error) {
-	for attempt := 0; attempt < 5; attempt++ {
+	var (
+		attempted []*timestamppb.Timestamp // updated_at of writes whose outcome we do not know
+		lastErr   error
+	)
+	for attempt := 0; attempt < 6; attempt++ {
 		if !en.stLoaded {
 			if err := e.loadState(ctx, en); err != nil {
-				return false, err
+				lastErr = err
+				if !sleepCtx(ctx, time.Duration(50<<attempt)*time.Millisecond) {
+					break
+				}
+				continue
 			}
 		}
-		if en.st != nil && en.st.GetLastFire() != nil && !f.at.After(en.st.GetLastFire().AsTime()) {
-			return false, nil
+		if st := en.st; st != nil && st.GetLastFire() != nil && !f.at.After(st.GetLastFire().AsTime()) {
+			// Decided before — unless it is our own write whose reply was
+			// lost (same run id, and the updated_at we wrote, to the
+			// nanosecond).
+			mine := false
+			for _, at := range attempted {
+				mine = mine || (st.GetLastRunId() == runID && proto.Equal(st.GetUpdatedAt(), at))
+			}
+			return mine, nil
 		}
 		if !e.cfg.Leader.Leading() {
 			return false, nil
@@ -602,7 +617,7 @@ func (e *Engine) claim(ctx context.Context, en *entry, f fire, runID string, now
 		}
 		st.LastFire = timestamppb.New(f.at)
 		st.LastRunId = runID
-		st.UpdatedAt = timestamppb.New(now)
+		st.UpdatedAt = timestamppb.New(now.Add(time.Duration(attempt)))
 		st.NextFire = nil
 		if en.expr != nil {
 			if n := en.expr.Next(f.at); !n.IsZero() {
@@ -623,12 +638,32 @@ func (e *Engine) claim(ctx context.Context, en *entry, f fire, runID string, now
 			en.st, en.rev = st, rev
 			return true, nil
 		}
-		if !isConflict(err) {
-			return false, fmt.Errorf("claim %s in state: %w", runID, err)
-		}
 		en.stLoaded = false
+		if isConflict(err) {
+			continue
+		}
+		// Timeout or disconnect: the write may or may not have happened;
+		// re-read and retry.
+		attempted, lastErr = append(attempted, st.UpdatedAt), err
+		if !sleepCtx(ctx, time.Duration(50<<attempt)*time.Millisecond) {
+			break
+		}
 	}
-	return false, fmt.Errorf("claim %s in state: too many concurrent updates", runID)
+	if lastErr == nil {
+		lastErr = errors.New("too many concurrent updates")
+	}
+	return false, fmt.Errorf("claim %s in state: %w", runID, lastErr)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 func (e *Engine) loadState(ctx context.Context, en *entry) error {
