@@ -444,3 +444,23 @@ func TestRenderMatchesWhatIsSent(t *testing.T) {
 	delete(rendered, "overrides")
 	require.Equal(t, sent, rendered)
 }
+
+func TestRunTaskTokenBucket(t *testing.T) {
+	t.Parallel()
+	f, client := newFakeECS(t)
+	// One token per hour, bucket of 2: two runs go through at once, the
+	// third would have to wait an hour, which its context does not allow.
+	r := New(Config{Client: client, Log: logging.Discard(), Rate: 1.0 / 3600, Burst: 2})
+	p := fargateProfile()
+	for i := 0; i < 2; i++ {
+		req := request(reportSpec(), p)
+		req.RunID = fmt.Sprintf("%s-%d", req.RunID[:40], i)
+		_, err := r.Run(context.Background(), req)
+		require.NoError(t, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err := r.Run(ctx, request(reportSpec(), p))
+	require.ErrorContains(t, err, "runtask rate limiter")
+	require.Len(t, f.callsOf("RunTask"), 2)
+}
