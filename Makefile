@@ -139,7 +139,7 @@ e2e: ## End-to-end + fault suite against the docker-compose stack (skips without
 	  echo "e2e: SKIP: no Docker engine reachable (docker info failed); set TASKYARD_E2E_REQUIRED=1 to make this a failure"; exit 0; \
 	fi; \
 	$(MAKE) --no-print-directory local-images IMAGE_TAG=$(E2E_TAG) BASE=$(E2E_BASE); \
-	rc=0; cd tools && TASKYARD_E2E_TAG=$(E2E_TAG) TASKYARD_E2E_BIN=$(CURDIR)/$(BIN) TASKYARD_E2E_COMPOSE="$(COMPOSE)" \
+	rc=0; cd tools && TASKYARD_E2E=1 TASKYARD_E2E_TAG=$(E2E_TAG) TASKYARD_E2E_BIN=$(CURDIR)/$(BIN) TASKYARD_E2E_COMPOSE="$(COMPOSE)" \
 	  go test -count=1 -timeout $(E2E_TIMEOUT) -v -run '$(E2E_RUN)' ./e2e/ || rc=$$?; \
 	cd $(CURDIR) && $(COMPOSE) -p taskyard-e2e -f docker-compose.yml -f deploy/compose/local-build.yml --profile ha --profile tools \
 	  down -v --remove-orphans -t 5 >/dev/null 2>&1 || true; \

@@ -70,8 +70,15 @@ func TestMain(m *testing.M) {
 }
 
 // requireStack starts the stack once (or skips: no Docker engine).
+//
+// The suite runs only when asked (TASKYARD_E2E=1, set by `make e2e`), so
+// `go test ./...` of the tools module (`make unit`) never brings a stack
+// up by itself.
 func requireStack(t *testing.T) *stack {
 	t.Helper()
+	if os.Getenv("TASKYARD_E2E") != "1" {
+		t.Skip("SKIP: the e2e suite brings the docker-compose stack up; run it with `make e2e` (or TASKYARD_E2E=1 go test ./e2e/)")
+	}
 	requireDocker(t)
 	stackOnce.Do(func() { theStack, stackErr = startStack() })
 	require.NoError(t, stackErr, "starting the docker-compose stack")
