@@ -40,6 +40,15 @@ func StartEmbedded(c EmbeddedConfig) (*server.Server, error) {
 	if port == 0 {
 		port = -1
 	}
+	if port > 0 {
+		// nats-server only logs a failed listen (and we run it quiet): try
+		// the address first so the error says what is wrong.
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, portStr))
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats: %w", err)
+		}
+		_ = ln.Close()
+	}
 	opts := &server.Options{
 		ServerName: "taskyard-embedded",
 		Host:       host,

@@ -112,3 +112,12 @@ func TestEnsureLeaseTTL(t *testing.T) {
 	require.NoError(t, natsconn.Ensure(ctx, js, v1.StoreOptions{LeaseTTL: 7 * time.Second}))
 	require.Equal(t, 7*time.Second, ttl(), "a scheduler with a new --lease-ttl updates it")
 }
+
+func TestEmbeddedAddressInUse(t *testing.T) {
+	t.Parallel()
+	srv, err := natsconn.StartEmbedded(natsconn.EmbeddedConfig{StoreDir: t.TempDir()})
+	require.NoError(t, err)
+	defer srv.Shutdown()
+	_, err = natsconn.StartEmbedded(natsconn.EmbeddedConfig{StoreDir: t.TempDir(), Listen: srv.Addr().String()})
+	require.ErrorContains(t, err, "address already in use")
+}
