@@ -59,8 +59,14 @@ func Streams(prefix string) StreamNames {
 }
 
 // BucketNames are the names of the KV buckets: <prefix>-schedules,
-// <prefix>-state, <prefix>-leases, <prefix>-runs, <prefix>-snapshots.
-type BucketNames struct{ Schedules, State, Leases, Runs, Snapshots string }
+// <prefix>-state, <prefix>-leases, <prefix>-runs, <prefix>-snapshots,
+// <prefix>-instances.
+type BucketNames struct{ Schedules, State, Leases, Runs, Snapshots, Instances string }
+
+// InstanceTTL is the TTL of the instances bucket: a daemon instance that
+// owns its name there (one exporter process per --instance) and dies frees
+// the name within it.
+const InstanceTTL = 10 * time.Second
 
 // Buckets returns the bucket names for prefix.
 func Buckets(prefix string) BucketNames {
@@ -74,6 +80,7 @@ func Buckets(prefix string) BucketNames {
 		Leases:    p + "-leases",
 		Runs:      p + "-runs",
 		Snapshots: p + "-snapshots",
+		Instances: p + "-instances",
 	}
 }
 
@@ -133,5 +140,8 @@ func KVConfigs(o StoreOptions) []jetstream.KeyValueConfig {
 		{Bucket: b.Leases, Description: "leader leases; a key lives LeaseTTL after its last write", History: 1, TTL: o.LeaseTTL, Storage: jetstream.FileStorage, Replicas: o.Replicas},
 		{Bucket: b.Runs, Description: "run records (RunRecord)", History: 1, TTL: o.RunsTTL, Storage: jetstream.FileStorage, Replicas: o.Replicas},
 		{Bucket: b.Snapshots, Description: "daemon state snapshots (exporter counters, ...)", History: 1, Storage: jetstream.FileStorage, Replicas: o.Replicas},
+		// Separate from the leases bucket, whose TTL is the scheduler's
+		// --lease-ttl and may change under a running daemon.
+		{Bucket: b.Instances, Description: "ownership of daemon instance names; a key lives InstanceTTL after its last write", History: 1, TTL: InstanceTTL, Storage: jetstream.FileStorage, Replicas: o.Replicas},
 	}
 }

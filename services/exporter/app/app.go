@@ -175,12 +175,6 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 			log.Warn("release instance lease", "err", err)
 		}
 	}()
-	renewEvery := 3 * time.Second
-	if kv, err := js.KeyValue(ctx, v1.Buckets(cfg.NATS.Prefix).Leases); err == nil {
-		if st, err := kv.Status(ctx); err == nil && st.TTL() > 0 {
-			renewEvery = st.TTL() / 3
-		}
-	}
 
 	limits, err := taskLimits(cfg.Clusters)
 	if err != nil {
@@ -232,7 +226,7 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	return lifecycle.Run(ctx,
 		func(ctx context.Context) error { return srv.Run(ctx, ln) },
 		ing.Run,
-		func(ctx context.Context) error { return lease.Keep(ctx, renewEvery) },
+		lease.Keep,
 		w.schedules,
 		w.states,
 		func(ctx context.Context) error {

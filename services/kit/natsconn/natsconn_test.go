@@ -30,7 +30,7 @@ func TestConnectEnsureAndReconnect(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, natsconn.Ensure(ctx, js, v1.StoreOptions{}))
 	require.NoError(t, natsconn.Ensure(ctx, js, v1.StoreOptions{}), "second Ensure must be a no-op")
-	for _, b := range []string{"taskyard-schedules", "taskyard-state", "taskyard-leases", "taskyard-runs", "taskyard-snapshots"} {
+	for _, b := range []string{"taskyard-schedules", "taskyard-state", "taskyard-leases", "taskyard-runs", "taskyard-snapshots", "taskyard-instances"} {
 		_, err := js.KeyValue(ctx, b)
 		require.NoError(t, err, b)
 	}

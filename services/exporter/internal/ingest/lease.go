@@ -16,9 +16,10 @@ import (
 // exporters with the same --instance (a misconfiguration, or an old and a
 // new task overlapping during a deployment) would share consumers and
 // snapshot keys and count wrong. The lease is key exporter.<instance> of KV
-// bucket <prefix>-leases, whose keys expire LeaseTTL (10 s by default) after
+// bucket <prefix>-instances, whose keys expire v1.InstanceTTL (10 s) after
 // their last write: an owner that dies frees it within that time, one that
-// stops deletes it.
+// stops deletes it. (Not the scheduler's leases bucket: its TTL follows the
+// scheduler's --lease-ttl and may shrink under a running exporter.)
 type Lease struct {
 	kv    jetstream.KeyValue
 	key   string
@@ -32,7 +33,7 @@ var ErrLeaseLost = errors.New("instance lease lost")
 
 // AcquireLease waits until it holds the lease of instance, or ctx is done.
 func AcquireLease(ctx context.Context, js jetstream.JetStream, prefix, instance, owner string, log *slog.Logger) (*Lease, error) {
-	bucket := v1.Buckets(prefix).Leases
+	bucket := v1.Buckets(prefix).Instances
 	kv, err := js.KeyValue(ctx, bucket)
 	if err != nil {
 		return nil, fmt.Errorf("open kv bucket %s: %w", bucket, err)
@@ -64,17 +65,18 @@ func AcquireLease(ctx context.Context, js jetstream.JetStream, prefix, instance,
 	}
 }
 
-// Keep renews the lease every interval until ctx is done. It returns
-// ErrLeaseLost when the key was rewritten by someone else (the lease
-// expired while this process could not renew it, and another took it).
-func (l *Lease) Keep(ctx context.Context, interval time.Duration) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
+// Keep renews the lease until ctx is done, every third of the bucket's
+// TTL. The TTL is read again before every renewal: the bucket is shared
+// with the scheduler, which sets it to its --lease-ttl, possibly after this
+// exporter started. It returns ErrLeaseLost when the key was rewritten by
+// someone else (the lease expired while this process could not renew it,
+// and another took it).
+func (l *Lease) Keep(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case <-time.After(l.renewInterval(ctx)):
 		}
 		rev, err := l.kv.Update(ctx, l.key, []byte(l.owner), l.rev)
 		switch {
@@ -88,6 +90,16 @@ func (l *Lease) Keep(ctx context.Context, interval time.Duration) error {
 			l.log.Warn("renew instance lease", "key", l.key, "err", err)
 		}
 	}
+}
+
+// renewInterval is a third of the bucket's current TTL, between 100 ms and
+// 3 s (3 s when the TTL cannot be read).
+func (l *Lease) renewInterval(ctx context.Context) time.Duration {
+	d := 3 * time.Second
+	if st, err := l.kv.Status(ctx); err == nil && st.TTL() > 0 {
+		d = min(st.TTL()/3, d)
+	}
+	return max(d, 100*time.Millisecond)
 }
 
 // Release deletes the lease if this process still holds it.
