@@ -119,9 +119,9 @@ func TestHistoryAndStatus(t *testing.T) {
 
 func TestDevExitwatchConfig(t *testing.T) {
 	actor, err := devExitwatch(devEnv{Log: logging.New(io.Discard, 0, "exitwatch"), NATS: natsconn.Config{URL: "nats://127.0.0.1:4222", Prefix: "taskyard", Replicas: 1},
-		AlertWebhook: "http://127.0.0.1:9/hook"})
+		AlertWebhook: "http://127.0.0.1:9/hook", ExitwatchHTTP: "127.0.0.1:0"})
 	require.NoError(t, err)
 	require.NotNil(t, actor)
-	_, err = devExitwatch(devEnv{NATS: natsconn.Config{URL: "nats://127.0.0.1:4222", Prefix: "taskyard", Replicas: 1}, AlertWebhook: "not a url"})
+	_, err = devExitwatch(devEnv{NATS: natsconn.Config{URL: "nats://127.0.0.1:4222", Prefix: "taskyard", Replicas: 1}, AlertWebhook: "not a url", ExitwatchHTTP: "127.0.0.1:0"})
 	require.ErrorContains(t, err, "alert-webhook")
 }

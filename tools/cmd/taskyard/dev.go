@@ -33,6 +33,9 @@ type devEnv struct {
 	MetricsListen string
 	// AlertWebhook, when set, receives every alert as protojson.
 	AlertWebhook string
+	// SchedulerHTTP, ExitwatchHTTP and LogrouterHTTP are the daemons'
+	// health/metrics listen addresses (exitwatch's also serves the ping API).
+	SchedulerHTTP, ExitwatchHTTP, LogrouterHTTP string
 }
 
 type devFlags struct {
@@ -45,6 +48,9 @@ type devFlags struct {
 	metricsListen string
 	alertWebhook  string
 	logLevel      string
+	schedulerHTTP string
+	exitwatchHTTP string
+	logrouterHTTP string
 }
 
 func newDevCmd(g *globals) *cobra.Command {
@@ -75,6 +81,9 @@ spools, log files) stays under --data for the next start.`,
 	fl.StringVar(&f.metricsListen, "metrics-listen", "127.0.0.1:2020", "exporter listen address (/api/v1/metrics, /metrics)")
 	fl.StringVar(&f.alertWebhook, "alert-webhook", "", "URL that receives every alert as JSON (default: alerts go to the log)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level of the daemons: debug, info, warn, error")
+	fl.StringVar(&f.schedulerHTTP, "scheduler-http", "127.0.0.1:8081", "scheduler /healthz, /readyz, /metrics")
+	fl.StringVar(&f.exitwatchHTTP, "exitwatch-http", "127.0.0.1:8082", "exitwatch /healthz, /readyz, /metrics and the ping API")
+	fl.StringVar(&f.logrouterHTTP, "logrouter-http", "127.0.0.1:2021", "logrouter /api/v1/metrics, /api/v1/health, /healthz, /readyz, /metrics")
 	return cmd
 }
 
@@ -83,7 +92,7 @@ func runDev(ctx context.Context, g *globals, f devFlags) error {
 	if err != nil {
 		return usageError("--log-level: %v", err)
 	}
-	base := logging.New(os.Stderr, level, "")
+	base := logging.New(g.errOut, level, "")
 	log := base.With("daemon", "dev")
 	data, err := filepath.Abs(f.data)
 	if err != nil {
@@ -129,6 +138,9 @@ func runDev(ctx context.Context, g *globals, f devFlags) error {
 		LogsDir:       f.logsDir,
 		MetricsListen: f.metricsListen,
 		AlertWebhook:  f.alertWebhook,
+		SchedulerHTTP: f.schedulerHTTP,
+		ExitwatchHTTP: f.exitwatchHTTP,
+		LogrouterHTTP: f.logrouterHTTP,
 	}
 	if env.LogsDir == "" {
 		env.LogsDir = filepath.Join(data, "logs")

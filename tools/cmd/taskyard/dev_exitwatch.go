@@ -10,10 +10,10 @@ import (
 // devExitwatch runs exitwatch in `taskyard dev`: it follows the exec
 // runner's runs on the embedded NATS, reads task limits from
 // env.ClustersDir, serves health, metrics and the ping API on
-// 127.0.0.1:8082, and sends every alert to env.AlertWebhook (the Alert as
+// env.ExitwatchHTTP, and sends every alert to env.AlertWebhook (the Alert as
 // protojson) when set, else to the log.
 func devExitwatch(env devEnv) (lifecycle.Actor, error) {
-	cfg := app.DevConfig(env.NATS, "127.0.0.1:8082", env.ClustersDir, env.AlertWebhook)
+	cfg := app.DevConfig(env.NATS, env.ExitwatchHTTP, env.ClustersDir, env.AlertWebhook)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -10,14 +10,14 @@ import (
 
 // devLogrouter runs the logrouter in `taskyard dev`: Fluent Forward on
 // --forward-listen, every record to --logs-dir/taskyard.ndjson and to
-// stdout, HTTP (health, /api/v1/metrics) on 127.0.0.1:2021, spools under
+// stdout, HTTP (health, /api/v1/metrics) on env.LogrouterHTTP, spools under
 // <data>/logrouter/spool.
 func devLogrouter(env devEnv) (lifecycle.Actor, error) {
 	listen := env.ForwardListen
 	if listen == "" {
 		listen = "127.0.0.1:24224"
 	}
-	cfg := app.DevConfig(env.NATS, listen, "", "127.0.0.1:2021", env.LogsDir, filepath.Join(env.DataDir, "logrouter"))
+	cfg := app.DevConfig(env.NATS, listen, "", env.LogrouterHTTP, env.LogsDir, filepath.Join(env.DataDir, "logrouter"))
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -26,6 +26,7 @@ func devScheduler(env devEnv) (lifecycle.Actor, error) {
 	cfg.Runner = app.RunnerExec
 	cfg.ClustersDir = env.ClustersDir
 	cfg.Instance = "dev"
+	cfg.HTTPListen = env.SchedulerHTTP
 	cfg.LeaseTTL = 3 * time.Second
 	cfg.ReleaseLease = true
 	cfg.ForwardAddr = env.ForwardAddr

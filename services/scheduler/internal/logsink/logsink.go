@@ -107,7 +107,6 @@ func NewForward(addr string, log *slog.Logger) (*Forward, error) {
 		FluentHost:         host,
 		FluentPort:         port,
 		Async:              true,
-		AsyncConnect:       true,
 		SubSecondPrecision: true,
 		RequestAck:         true,
 		MaxRetry:           13,
