@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -149,6 +150,11 @@ func runDev(ctx context.Context, g *globals, f devFlags) error {
 }
 
 // runDevDaemons starts every daemon in-process and waits for ctx.
+//
+// Shutdown is ordered: the scheduler stops first (its runners stop their
+// jobs and flush the jobs' last log lines to the logrouter), then the other
+// daemons, so nothing a job logged is cut off by a logrouter that is
+// already gone. If any daemon fails, all stop.
 func runDevDaemons(ctx context.Context, env devEnv) error {
 	builders := []struct {
 		name  string
@@ -160,7 +166,7 @@ func runDevDaemons(ctx context.Context, env devEnv) error {
 		{"exitwatch", devExitwatch},
 		{"scheduler", devScheduler},
 	}
-	var actors []lifecycle.Actor
+	var producers, rest []lifecycle.Actor
 	for _, b := range builders {
 		e := env
 		e.Log = env.Log.With("daemon", b.name)
@@ -171,10 +177,44 @@ func runDevDaemons(ctx context.Context, env devEnv) error {
 		if err != nil {
 			return fmt.Errorf("dev %s: %w", b.name, err)
 		}
-		if a != nil {
-			actors = append(actors, a)
+		if a == nil {
+			continue
+		}
+		if b.name == "scheduler" {
+			producers = append(producers, a)
+		} else {
+			rest = append(rest, a)
 		}
 	}
-	env.Log.Info("taskyard dev running", "daemon", "dev", "daemons", len(actors))
-	return lifecycle.Run(ctx, actors...)
+	env.Log.Info("taskyard dev running", "daemon", "dev", "daemons", len(producers)+len(rest))
+
+	// restCtx outlives ctx until the producers have stopped.
+	restCtx, stopRest := context.WithCancel(context.Background())
+	defer stopRest()
+	prodCtx, stopProducers := context.WithCancel(ctx)
+	defer stopProducers()
+	prodDone := make(chan error, 1)
+	go func() { prodDone <- lifecycle.Run(prodCtx, producers...) }()
+	restDone := make(chan error, 1)
+	go func() { restDone <- lifecycle.Run(restCtx, rest...) }()
+
+	select {
+	case err := <-prodDone:
+		// The producers stopped: on Ctrl-C (nil) or on their own failure.
+		stopRest()
+		if rerr := <-restDone; err == nil {
+			err = rerr
+		}
+		return err
+	case err := <-restDone:
+		// A consumer daemon stopped before Ctrl-C: that is a failure.
+		if err == nil && ctx.Err() == nil {
+			err = errors.New("a daemon stopped unexpectedly")
+		}
+		stopProducers()
+		if perr := <-prodDone; err == nil {
+			err = perr
+		}
+		return err
+	}
 }

@@ -127,5 +127,20 @@ func (s *Forward) Write(r Record) {
 	}
 }
 
-// Close flushes what is buffered and disconnects.
-func (s *Forward) Close() error { return s.f.Close() }
+// closeTimeout bounds Close: the client retries sending buffered records
+// with backoff, which must not hold a shutdown when the logrouter is gone.
+const closeTimeout = 10 * time.Second
+
+// Close flushes what is buffered and disconnects. When the logrouter does
+// not take the buffered records within closeTimeout, Close returns an error
+// saying so and leaves the client to give up in the background.
+func (s *Forward) Close() error {
+	done := make(chan error, 1)
+	go func() { done <- s.f.Close() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(closeTimeout):
+		return fmt.Errorf("forward: buffered log records not delivered within %s of shutdown", closeTimeout)
+	}
+}
