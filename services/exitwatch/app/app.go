@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -172,28 +171,15 @@ type Deps struct {
 // LoadProfiles reads every *.yml / *.yaml file of dir as a cluster profile
 // and returns what the rules need of them.
 func LoadProfiles(dir string) (map[string]tracker.Cluster, error) {
-	out := map[string]tracker.Cluster{}
-	if dir == "" {
-		return out, nil
-	}
-	entries, err := os.ReadDir(dir)
+	profiles, err := schedule.LoadProfileDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("clusters: %w", err)
 	}
-	var errs []error
-	for _, e := range entries {
-		ext := filepath.Ext(e.Name())
-		if e.IsDir() || strings.HasPrefix(e.Name(), ".") || (ext != ".yml" && ext != ".yaml") {
-			continue
-		}
-		p, err := schedule.LoadProfile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		out[p.Name] = tracker.Cluster{Name: p.Name, ECSCluster: ecsevent.ClusterName(p.Cluster), TaskLimit: p.TaskLimit}
+	out := make(map[string]tracker.Cluster, len(profiles))
+	for name, p := range profiles {
+		out[name] = tracker.Cluster{Name: name, ECSCluster: ecsevent.ClusterName(p.Cluster), TaskLimit: p.TaskLimit}
 	}
-	return out, errors.Join(errs...)
+	return out, nil
 }
 
 // Run runs exitwatch until ctx ends. It returns nil when ctx ends, also

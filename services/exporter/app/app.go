@@ -250,19 +250,32 @@ func metricsHandler(store *aggregate.Store, clock func() time.Time, o aggregate.
 
 func taskLimits(paths []string) (map[string]int64, error) {
 	limits := map[string]int64{}
-	if len(paths) == 0 {
-		return limits, nil
+	var errs []error
+	for _, path := range paths {
+		fi, err := os.Stat(path)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		profiles := map[string]*schedule.Profile{}
+		if fi.IsDir() {
+			profiles, err = schedule.LoadProfileDir(path)
+		} else {
+			var p *schedule.Profile
+			if p, err = schedule.LoadProfile(path); err == nil {
+				profiles[p.Name] = p
+			}
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for name, p := range profiles {
+			limits[name] = int64(p.TaskLimit)
+		}
 	}
-	var files []string
-	for _, p := range paths {
-		files = append(files, p)
-	}
-	_, profiles, err := schedule.LoadPaths(files...)
-	if err != nil && len(profiles) == 0 {
+	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("load cluster profiles: %w", err)
-	}
-	for _, p := range profiles {
-		limits[p.Name] = int64(p.TaskLimit)
 	}
 	return limits, nil
 }

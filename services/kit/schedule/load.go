@@ -1,6 +1,7 @@
 package schedule
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -169,4 +170,42 @@ func knownNames[T any](m map[string]T) string {
 	}
 	slices.Sort(names)
 	return fmt.Sprintf(" (known: %s)", strings.Join(names, ", "))
+}
+
+// LoadProfileDir reads every *.yml / *.yaml file directly in dir as a
+// cluster profile (whatever the directory is called) and returns them by
+// name. Every problem of every file, and duplicate names across files, are
+// reported at once as Problems. An empty dir returns an empty map.
+func LoadProfileDir(dir string) (map[string]*Profile, error) {
+	out := map[string]*Profile{}
+	if dir == "" {
+		return out, nil
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, Problems{readProblem(dir, err)}
+	}
+	var probs Problems
+	for _, e := range entries {
+		ext := filepath.Ext(e.Name())
+		if e.IsDir() || strings.HasPrefix(e.Name(), ".") || (ext != ".yml" && ext != ".yaml") {
+			continue
+		}
+		p, err := LoadProfile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			var ps Problems
+			if errors.As(err, &ps) {
+				probs = append(probs, ps...)
+			} else {
+				probs = append(probs, Problem{File: filepath.Join(dir, e.Name()), Msg: err.Error()})
+			}
+			continue
+		}
+		if prev, dup := out[p.Name]; dup {
+			probs = append(probs, problemAt(p.File, p.pos, "name", "duplicate cluster profile name %q (also %s)", p.Name, where(prev.File, prev.pos, "name")))
+			continue
+		}
+		out[p.Name] = p
+	}
+	return out, probs.Err()
 }

@@ -12,8 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -185,37 +183,14 @@ type Deps struct {
 }
 
 // LoadProfiles reads every *.yml / *.yaml file of dir as a cluster
-// profile. Every problem of every file is reported at once.
+// profile (schedule.LoadProfileDir). Every problem of every file is
+// reported at once.
 func LoadProfiles(dir string) (map[string]*schedule.Profile, error) {
-	out := map[string]*schedule.Profile{}
-	if dir == "" {
-		return out, nil
-	}
-	entries, err := os.ReadDir(dir)
+	profiles, err := schedule.LoadProfileDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("cluster profiles: %w", err)
+		return nil, fmt.Errorf("cluster profiles:\n%w", err)
 	}
-	var probs []string
-	for _, e := range entries {
-		ext := filepath.Ext(e.Name())
-		if e.IsDir() || strings.HasPrefix(e.Name(), ".") || (ext != ".yml" && ext != ".yaml") {
-			continue
-		}
-		p, err := schedule.LoadProfile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			probs = append(probs, err.Error())
-			continue
-		}
-		if prev, dup := out[p.Name]; dup {
-			probs = append(probs, fmt.Sprintf("%s: name: duplicate cluster profile name %q (also %s)", p.File, p.Name, prev.File))
-			continue
-		}
-		out[p.Name] = p
-	}
-	if len(probs) > 0 {
-		return nil, fmt.Errorf("cluster profiles:\n%s", strings.Join(probs, "\n"))
-	}
-	return out, nil
+	return profiles, nil
 }
 
 // Run runs the scheduler until ctx is cancelled.
