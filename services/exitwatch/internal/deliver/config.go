@@ -2,6 +2,7 @@ package deliver
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"regexp"
@@ -129,6 +130,48 @@ func (c *Config) ChannelsFor(a *v1.Alert) []string {
 
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 
+// expandEnv replaces ${VAR} in every scalar under n.
+func expandEnv(n *yaml.Node, lookup func(n *yaml.Node, name string) (string, bool)) {
+	if n.Kind == yaml.ScalarNode {
+		if strings.Contains(n.Value, "${") {
+			n.Value = envRef.ReplaceAllStringFunc(n.Value, func(m string) string {
+				v, _ := lookup(n, envRef.FindStringSubmatch(m)[1])
+				return v
+			})
+		}
+		return
+	}
+	for _, c := range n.Content {
+		expandEnv(c, lookup)
+	}
+}
+
+// decodeKnown decodes the expanded node n into out, refusing unknown
+// fields. yaml.v3 checks known fields only in a Decoder, so they are
+// checked on the original text (its lines are the file's; type errors there
+// are ignored, since ${VAR} is not expanded in it), and the values are
+// decoded from the node, which keeps the file's lines too.
+func decodeKnown(orig []byte, n *yaml.Node, out *Config) error {
+	dec := yaml.NewDecoder(bytes.NewReader(orig))
+	dec.KnownFields(true)
+	var scratch Config
+	var te *yaml.TypeError
+	if err := dec.Decode(&scratch); errors.As(err, &te) {
+		var unknown []string
+		for _, m := range te.Errors {
+			if strings.Contains(m, " not found in type ") {
+				unknown = append(unknown, m)
+			}
+		}
+		if len(unknown) > 0 {
+			return &yaml.TypeError{Errors: unknown}
+		}
+	} else if err != nil {
+		return err
+	}
+	return n.Decode(out)
+}
+
 // knownKinds are the alert kinds routes may name.
 var knownKinds = []string{"run_failed", "run_failed_to_start", "task_stuck_pending", "run_overrun", "run_missed", "run_skipped",
 	"no_success", "silent_run", "overlap", "cluster_capacity", "recovered", "summary", "*"}
@@ -149,28 +192,26 @@ func Parse(file string, data []byte, lookup func(string) (string, bool)) (*Confi
 	if lookup == nil {
 		lookup = os.LookupEnv
 	}
-	var probs []string
-	lines := bytes.Split(data, []byte("\n"))
-	for i, l := range lines {
-		lines[i] = envRef.ReplaceAllFunc(l, func(m []byte) []byte {
-			name := string(envRef.FindSubmatch(m)[1])
-			v, ok := lookup(name)
-			if !ok {
-				probs = append(probs, fmt.Sprintf("%s:%d: environment variable %s is not set", file, i+1, name))
-			}
-			return []byte(v)
-		})
-	}
-	data = bytes.Join(lines, []byte("\n"))
-	c := &Config{File: file}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil {
+	// ${VAR} is replaced in scalar values only (not in comments, and a
+	// value containing '#' or ': ' cannot change the document's shape).
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, fmt.Errorf("%s: %w", file, err)
 	}
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil || len(root.Content) == 0 {
+	if len(root.Content) == 0 {
 		return nil, fmt.Errorf("%s: empty routes file", file)
+	}
+	var probs []string
+	expandEnv(root.Content[0], func(n *yaml.Node, name string) (string, bool) {
+		v, ok := lookup(name)
+		if !ok {
+			probs = append(probs, fmt.Sprintf("%s:%d: environment variable %s is not set", file, n.Line, name))
+		}
+		return v, ok
+	})
+	c := &Config{File: file}
+	if err := decodeKnown(data, root.Content[0], c); err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
 	}
 	// Second pass over the node tree for the line of each entry.
 	top := root.Content[0]
