@@ -145,7 +145,11 @@ func TaskDefinitionInput(spec *v1.ScheduleSpec, p *schedule.Profile) (*ecs.Regis
 		if lr := p.LogRouting; lr != nil {
 			cd.LogConfiguration = &types.LogConfiguration{
 				LogDriver: types.LogDriverAwsfirelens,
-				Options:   map[string]string{"Name": "forward", "Host": lr.Host, "Port": strconv.Itoa(lr.Port)},
+				// Require_ack_response: Fluent Bit keeps a chunk until the
+				// logrouter acked it (after its spool fsync); Retry_Limit
+				// False: never give a chunk up while the logrouter is away.
+				Options: map[string]string{"Name": "forward", "Host": lr.Host, "Port": strconv.Itoa(lr.Port),
+					"Require_ack_response": "true", "Retry_Limit": "False"},
 			}
 			cd.DependsOn = []types.ContainerDependency{{ContainerName: aws.String(LogRouterName), Condition: types.ContainerConditionStart}}
 		}
