@@ -13,6 +13,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/stretchr/testify/require"
+
+	v1 "github.com/taskyard/taskyard/proto/taskyard/v1"
 )
 
 // iamEnv fills the ${VAR} placeholders of deploy/iam (rendered by envsubst
@@ -21,7 +23,7 @@ var iamEnv = map[string]string{
 	"AWS_REGION":                      testEnv["AWS_REGION"],
 	"AWS_ACCOUNT_ID":                  testEnv["AWS_ACCOUNT_ID"],
 	"TASKYARD_CLUSTER":                testEnv["TASKYARD_CLUSTER"],
-	"TASKYARD_JOB_FAMILY_PREFIX":      "taskyard-",
+	"TASKYARD_JOB_FAMILY_PREFIX":      v1.JobFamilyPrefix,
 	"TASKYARD_JOB_EXECUTION_ROLE":     testEnv["TASKYARD_JOB_EXECUTION_ROLE"],
 	"TASKYARD_JOB_TASK_ROLE_PATH":     "/taskyard-jobs/",
 	"TASKYARD_TASK_EVENTS_QUEUE_NAME": "taskyard-task-events",
@@ -218,10 +220,14 @@ func TestEnvsubstNamesMissingVariables(t *testing.T) {
 }
 
 // TestSchedulerCannotRunTheDaemons: the scheduler runs job task definitions
-// taskyard-<schedule>, a prefix the daemons' own families share; an
-// explicit Deny keeps it from running any task definition in deploy/ecs.
+// v1.JobFamily(<schedule>) = taskyard-job-<schedule>. No daemon family in
+// deploy/ecs has that prefix, so the RunTask Allow reaches none of them; the
+// explicit Deny on the daemons' families stays as defence in depth (for an
+// installation that sets TASKYARD_JOB_FAMILY_PREFIX to something broader)
+// and must cover every one of them.
 func TestSchedulerCannotRunTheDaemons(t *testing.T) {
 	t.Parallel()
+	require.Equal(t, v1.JobFamilyPrefix, iamEnv["TASKYARD_JOB_FAMILY_PREFIX"], "the IAM prefix is the one the scheduler uses")
 	var denied []string
 	for _, st := range loadPolicy(t, "deploy/iam/scheduler-policy.json").Statement {
 		if st.Effect == "Deny" && slices.Contains(st.Action, "ecs:RunTask") {
@@ -229,19 +235,20 @@ func TestSchedulerCannotRunTheDaemons(t *testing.T) {
 		}
 	}
 	taskDefs, _ := ecsFiles(t)
-	var reachable int
 	for _, rel := range taskDefs {
 		family := aws.ToString(loadTaskDef(t, rel).Family)
-		if !strings.HasPrefix(family, iamEnv["TASKYARD_JOB_FAMILY_PREFIX"]) {
-			continue // the Allow does not reach it
+		if strings.HasPrefix(family, "example-") {
+			continue // a job's task definition shown as an example, not a daemon
 		}
-		reachable++
+		if _, isJob := v1.ScheduleFromJobFamily(family); isJob {
+			t.Errorf("%s: daemon family %s has the job prefix %s: the scheduler's Allow reaches it", rel, family, v1.JobFamilyPrefix)
+			continue
+		}
 		arn := "arn:aws:ecs:" + iamEnv["AWS_REGION"] + ":" + iamEnv["AWS_ACCOUNT_ID"] + ":task-definition/" + family + ":7"
 		hit := slices.ContainsFunc(denied, func(pattern string) bool {
 			ok, _ := path.Match(pattern, arn)
 			return ok
 		})
-		require.True(t, hit, "%s: the scheduler may run task definition %s", rel, arn)
+		require.True(t, hit, "%s: the Deny does not cover daemon task definition %s", rel, arn)
 	}
-	require.Positive(t, reachable, "no daemon family shares the job prefix any more: the Deny can go")
 }

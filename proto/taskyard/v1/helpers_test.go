@@ -210,3 +210,15 @@ func TestStreamsOnJetStream(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, proto.Equal(ev, got))
 }
+
+func TestJobFamily(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, "taskyard-job-nightly", v1.JobFamily("nightly"))
+	s, ok := v1.ScheduleFromJobFamily("taskyard-job-nightly")
+	require.True(t, ok)
+	require.Equal(t, "nightly", s)
+	for _, f := range []string{"taskyard-scheduler", "taskyard-job-", "other", ""} {
+		_, ok := v1.ScheduleFromJobFamily(f)
+		require.False(t, ok, f)
+	}
+}

@@ -174,7 +174,7 @@ func fireLens(line string) map[string]any {
 		"container_id":        "abc123",
 		"ecs_cluster":         "prod",
 		"ecs_task_arn":        "arn:aws:ecs:us-east-1:123456789012:task/prod/0123456789abcdef",
-		"ecs_task_definition": "taskyard-nightly-report:7",
+		"ecs_task_definition": "taskyard-job-nightly-report:7",
 	}
 }
 
@@ -201,7 +201,7 @@ func TestFluentLoggerAckSubSecondAndIntegerTime(t *testing.T) {
 	got := lines(t, out)
 	for _, l := range got {
 		require.Equal(t, "prod", l["cluster"])
-		require.Equal(t, "nightly-report", l["service"], "service from the task definition family taskyard-<schedule>")
+		require.Equal(t, "nightly-report", l["service"], "service from the task definition family taskyard-job-<schedule>")
 		require.Equal(t, "app", l["container"])
 		require.Equal(t, "0123456789abcdef", l["task"])
 		require.Equal(t, "stdout", l["source"])

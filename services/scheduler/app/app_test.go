@@ -143,7 +143,7 @@ func TestExecRunnerEndToEnd(t *testing.T) {
 	}, 10*time.Second, 50*time.Millisecond)
 	require.Equal(t, "dev", rec["ecs_cluster"])
 	require.Equal(t, d[0].TaskIds[0], rec["ecs_task_arn"])
-	require.Equal(t, "taskyard-echo", rec["ecs_task_definition"])
+	require.Equal(t, "taskyard-job-echo", rec["ecs_task_definition"])
 	require.Equal(t, "job", rec["container_name"])
 	require.Equal(t, `{"level":"info","msg":"hello `+d[0].RunId+`"}`, rec["log"])
 	require.Contains(t, out.String(), `"log":"oops"`)

@@ -119,7 +119,7 @@ taskLimit: 5
 	require.Eventually(t, func() bool { return len(all[*v1.RunDispatched](ev)) > 0 }, 15*time.Second, 20*time.Millisecond)
 	d := all[*v1.RunDispatched](ev)[0]
 	require.Equal(t, "ecs", d.Runner)
-	require.Equal(t, "arn:aws:ecs:us-east-1:123456789012:task-definition/taskyard-ecs-job:1", d.TaskDefinition)
+	require.Equal(t, "arn:aws:ecs:us-east-1:123456789012:task-definition/taskyard-job-ecs-job:1", d.TaskDefinition)
 	require.Len(t, d.TaskIds, 1)
 	require.Equal(t, 1, fake.count("RegisterTaskDefinition"))
 	require.GreaterOrEqual(t, fake.count("DescribeClusters"), 1)

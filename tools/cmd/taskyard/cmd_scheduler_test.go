@@ -160,7 +160,7 @@ func TestScheduleRender(t *testing.T) {
 		RunTask                []map[string]any `json:"runTask"`
 	}
 	require.NoError(t, json.Unmarshal([]byte(out), &r))
-	require.Equal(t, "taskyard-heartbeat", r.RegisterTaskDefinition["family"])
+	require.Equal(t, "taskyard-job-heartbeat", r.RegisterTaskDefinition["family"])
 	require.Len(t, r.RunTask, 1)
 	runID := v1.RunID("heartbeat", time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC), v1.Trigger_TRIGGER_SCHEDULE)
 	require.Equal(t, runID, r.RunTask[0]["clientToken"])

@@ -33,7 +33,7 @@ func BenchmarkForwardFrame(b *testing.B) {
 					"log":    fmt.Sprintf(`{"level":"info","msg":"processed batch","job":"nightly-report","batch":%d,"rows":%d,"duration_ms":%d,"user":"svc-reporting","request_id":"%016x"}`, i, i*13, i%311, i),
 					"source": "stdout", "container_name": "app", "container_id": "3f2a9c1b7e5d4c2a9f1e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a",
 					"ecs_cluster": "prod", "ecs_task_arn": "arn:aws:ecs:us-east-1:123456789012:task/prod/0f1e2d3c4b5a69788796a5b4c3d2e1f0",
-					"ecs_task_definition": "taskyard-nightly-report:42",
+					"ecs_task_definition": "taskyard-job-nightly-report:42",
 				}, fwtest.EventTimeFix))
 			}
 			frame := fwtest.PackedForward("ecs.app", es, "c", true)

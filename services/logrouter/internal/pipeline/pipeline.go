@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 	"unsafe"
 
+	v1 "github.com/taskyard/taskyard/proto/taskyard/v1"
 	"github.com/taskyard/taskyard/services/logrouter/internal/event"
 	"github.com/taskyard/taskyard/services/logrouter/internal/record"
 )
@@ -158,7 +159,7 @@ func (p *Pipeline) Process(tag string, t time.Time, rec record.Record, e *event.
 
 // ServiceFromTaskDefinition maps an ECS task definition ("family:revision"
 // or its ARN) to a service name: the schedule of a taskyard family
-// "taskyard-<schedule>", otherwise the family itself.
+// (v1.JobFamily, "taskyard-job-<schedule>"), otherwise the family itself.
 func ServiceFromTaskDefinition(td string) string {
 	if td == "" {
 		return ""
@@ -167,7 +168,7 @@ func ServiceFromTaskDefinition(td string) string {
 	if i := strings.LastIndexByte(td, ':'); i > 0 {
 		td = td[:i]
 	}
-	if s, ok := strings.CutPrefix(td, "taskyard-"); ok && s != "" {
+	if s, ok := v1.ScheduleFromJobFamily(td); ok {
 		return s
 	}
 	return td

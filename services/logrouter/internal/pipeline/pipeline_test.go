@@ -24,7 +24,7 @@ func TestProcess(t *testing.T) {
 		{"firelens json line", map[string]any{
 			"log": `{"loglevel":"ERR","m":1}`, "source": "stderr", "container_name": "/web",
 			"ecs_cluster": "arn:aws:ecs:eu-west-1:1:cluster/prod", "ecs_task_arn": "arn:aws:ecs:eu-west-1:1:task/prod/abc",
-			"ecs_task_definition": "arn:aws:ecs:eu-west-1:1:task-definition/taskyard-etl:3",
+			"ecs_task_definition": "arn:aws:ecs:eu-west-1:1:task-definition/taskyard-job-etl:3",
 		}, event.Event{Cluster: "prod", Service: "etl", Container: "web", Task: "abc", Source: "stderr", Level: "error", Log: `{"loglevel":"ERR","m":1}`, Attrs: []byte(`{"loglevel":"ERR","m":1}`), Flags: event.FlagJSON}},
 		{"runner fields win, numeric level, run id", map[string]any{
 			"log": `{"level":50}` + "\n", "cluster": "dev", "service": "nightly", "container": "main", "task": "t1", "taskyard_run_id": "r1",

@@ -178,7 +178,7 @@ func (r *Runner) Run(ctx context.Context, req runner.Request) (runner.Result, er
 	if n <= 0 {
 		n = 1
 	}
-	family := "taskyard-" + spec.GetName()
+	family := v1.JobFamily(spec.GetName())
 	res := runner.Result{TaskDefinition: family}
 	for i := 0; i < n; i++ {
 		id := fmt.Sprintf("docker:task/%s/%s-%d", spec.GetCluster(), req.RunID, i)
@@ -691,7 +691,7 @@ func (r *Runner) adopt(list []container.Summary) {
 		l := cs[0].Labels
 		created, _ := time.Parse(time.RFC3339Nano, l[LabelCreated])
 		t := &task{id: id, runID: l[LabelRunID], schedule: l[LabelSchedule], cluster: l[LabelCluster],
-			family: "taskyard-" + l[LabelSchedule], created: created, started: created, version: 2}
+			family: v1.JobFamily(l[LabelSchedule]), created: created, started: created, version: 2}
 		sort.Slice(cs, func(i, j int) bool { return cs[i].Labels[LabelContainer] < cs[j].Labels[LabelContainer] })
 		for _, s := range cs {
 			t.conts = append(t.conts, &cont{name: s.Labels[LabelContainer], image: s.Image, id: s.ID,

@@ -1,6 +1,6 @@
 // Package ecsrunner dispatches runs to AWS ECS with the aws-sdk-go-v2 ECS
 // client: it registers the schedule's task definition (family
-// taskyard-<schedule>) only when its normalized content differs from the
+// taskyard-job-<schedule>) only when its normalized content differs from the
 // latest ACTIVE revision, then calls RunTask with the run id as clientToken,
 // startedBy taskyard:<schedule>, the run id in group and tags, and the
 // TASKYARD_* variables as container overrides. RunTask calls go through a

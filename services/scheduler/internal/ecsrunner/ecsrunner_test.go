@@ -277,7 +277,7 @@ func TestGoldenRequests(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, res.Failures)
 	require.Len(t, res.TaskIDs, 1)
-	require.Equal(t, "arn:aws:ecs:us-east-1:123456789012:task-definition/taskyard-nightly-report:1", res.TaskDefinition)
+	require.Equal(t, "arn:aws:ecs:us-east-1:123456789012:task-definition/taskyard-job-nightly-report:1", res.TaskDefinition)
 	require.Equal(t, []string{"DescribeTaskDefinition", "RegisterTaskDefinition", "RunTask"}, f.ops())
 	golden(t, "register_task_definition_fargate_firelens.json", f.callsOf("RegisterTaskDefinition")[0].raw)
 	golden(t, "run_task_fargate.json", f.callsOf("RunTask")[0].raw)
@@ -315,7 +315,7 @@ func TestRevisionReuse(t *testing.T) {
 	r := newRunner(client)
 	res, err := r.Run(ctx, request(reportSpec(), p))
 	require.NoError(t, err)
-	require.Equal(t, "arn:aws:ecs:us-east-1:123456789012:task-definition/taskyard-nightly-report:1", res.TaskDefinition)
+	require.Equal(t, "arn:aws:ecs:us-east-1:123456789012:task-definition/taskyard-job-nightly-report:1", res.TaskDefinition)
 	require.Len(t, f.callsOf("RegisterTaskDefinition"), 1)
 	// Cached: no describe either.
 	n := len(f.callsOf("DescribeTaskDefinition"))
@@ -328,7 +328,7 @@ func TestRevisionReuse(t *testing.T) {
 	spec.Containers[0].Image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/report:1.5.0"
 	res, err = r.Run(ctx, request(spec, p))
 	require.NoError(t, err)
-	require.Equal(t, "arn:aws:ecs:us-east-1:123456789012:task-definition/taskyard-nightly-report:2", res.TaskDefinition)
+	require.Equal(t, "arn:aws:ecs:us-east-1:123456789012:task-definition/taskyard-job-nightly-report:2", res.TaskDefinition)
 	require.Len(t, f.callsOf("RegisterTaskDefinition"), 2)
 }
 
@@ -437,7 +437,7 @@ func TestRenderMatchesWhatIsSent(t *testing.T) {
 	require.NoError(t, json.Unmarshal(out.RunTask[0], &rendered))
 	// Render names the family; the runner the registered revision. And
 	// render has no trace context.
-	require.Equal(t, "taskyard-nightly-report", rendered["taskDefinition"])
+	require.Equal(t, "taskyard-job-nightly-report", rendered["taskDefinition"])
 	delete(sent, "taskDefinition")
 	delete(rendered, "taskDefinition")
 	delete(sent, "overrides")

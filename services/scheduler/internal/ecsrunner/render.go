@@ -24,7 +24,7 @@ import (
 // Names the runner gives things.
 const (
 	// FamilyPrefix + schedule name is the task definition family.
-	FamilyPrefix = "taskyard-"
+	FamilyPrefix = v1.JobFamilyPrefix
 	// LogRouterName is the injected FireLens sidecar.
 	LogRouterName = "log_router"
 	// LogRouterMemoryReservation is the sidecar's soft memory limit (MiB),
@@ -38,7 +38,7 @@ const (
 )
 
 // Family returns the task definition family of a schedule.
-func Family(schedule string) string { return FamilyPrefix + schedule }
+func Family(schedule string) string { return v1.JobFamily(schedule) }
 
 // StartedBy is the RunTask startedBy of a schedule's tasks (ListTasks
 // filters on it).

@@ -120,7 +120,7 @@ func (r *Runner) Run(ctx context.Context, req runner.Request) (runner.Result, er
 	if n <= 0 {
 		n = 1
 	}
-	family := "taskyard-" + spec.GetName()
+	family := v1.JobFamily(spec.GetName())
 	res := runner.Result{TaskDefinition: family}
 	for i := 0; i < n; i++ {
 		id := fmt.Sprintf("exec:task/%s/%s-%d", spec.GetCluster(), req.RunID, i)

@@ -230,7 +230,7 @@ func TestLogLinesOverFluentForward(t *testing.T) {
 	require.Equal(t, `{"level":"error","mode":"test","run":"`+q.RunID+`","tp":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01","at":"2026-06-01T10:00:00Z"}`, out["log"])
 	require.Equal(t, "dev", out["ecs_cluster"])
 	require.Equal(t, res.TaskIDs[0], out["ecs_task_arn"])
-	require.Equal(t, "taskyard-logger", out["ecs_task_definition"])
+	require.Equal(t, "taskyard-job-logger", out["ecs_task_definition"])
 	require.Equal(t, "main", out["container_name"])
 	require.Equal(t, q.RunID, out["taskyard_run_id"])
 	require.Equal(t, "plain", bySource["stderr"]["log"])
