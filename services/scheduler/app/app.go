@@ -14,6 +14,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/docker/docker/client"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
@@ -28,6 +29,7 @@ import (
 	"github.com/taskyard/taskyard/services/kit/telemetry"
 	"github.com/taskyard/taskyard/services/scheduler/internal/clock"
 	"github.com/taskyard/taskyard/services/scheduler/internal/control"
+	"github.com/taskyard/taskyard/services/scheduler/internal/dockerrunner"
 	"github.com/taskyard/taskyard/services/scheduler/internal/ecsrunner"
 	"github.com/taskyard/taskyard/services/scheduler/internal/engine"
 	"github.com/taskyard/taskyard/services/scheduler/internal/execrunner"
@@ -38,8 +40,9 @@ import (
 
 // Runner names.
 const (
-	RunnerExec = "exec"
-	RunnerECS  = "ecs"
+	RunnerExec   = "exec"
+	RunnerECS    = "ecs"
+	RunnerDocker = "docker"
 )
 
 // Runner starts and stops a schedule's tasks; Deps.Runner replaces the
@@ -92,6 +95,8 @@ type Config struct {
 	ClaimAhead time.Duration
 	// ECS runner.
 	ECS ECSConfig
+	// Docker runner.
+	Docker DockerConfig
 	// LogLevel of the daemon's own logs (debug, info, warn, error).
 	LogLevel string
 }
@@ -111,12 +116,30 @@ type ECSConfig struct {
 	RunTaskBurst int
 }
 
+// DockerConfig configures the docker runner.
+type DockerConfig struct {
+	// Host is the engine address (unix:///var/run/docker.sock,
+	// tcp://...); empty uses DOCKER_HOST or the local socket.
+	Host string
+	// FluentdAddress is the logrouter's forward input as the Docker
+	// engine's host reaches it; empty keeps Docker's default log driver.
+	FluentdAddress string
+	// FluentdAsync lets job containers start while the logrouter is down.
+	FluentdAsync bool
+	// Network is the Docker network job containers join.
+	Network string
+	// Keep leaves exited job containers in place.
+	Keep bool
+	// PullTimeout bounds an image pull.
+	PullTimeout time.Duration
+}
+
 // Register binds the flags and their TASKYARD_* variables.
 func (c *Config) Register(f *config.Flags) {
 	c.NATS.Register(f)
 	host, _ := os.Hostname()
 	f.String(&c.LogLevel, "log-level", "info", "level of the daemon's own logs: debug, info, warn, error")
-	f.String(&c.Runner, "runner", RunnerExec, "where tasks run: exec (local processes) or ecs (AWS ECS RunTask)")
+	f.String(&c.Runner, "runner", RunnerExec, "where tasks run: exec (local processes), ecs (AWS ECS RunTask) or docker (containers through the Docker Engine API)")
 	f.String(&c.ClustersDir, "clusters-dir", "", "directory of cluster profiles (*.yml); schedules must name one of them when set")
 	f.String(&c.Instance, "instance", host, "name of this replica in the leader lease and in events")
 	f.Duration(&c.LeaseTTL, "lease-ttl", 10*time.Second, "leader lease TTL: a crashed leader is replaced after at most this long; the same on every replica")
@@ -130,13 +153,19 @@ func (c *Config) Register(f *config.Flags) {
 	f.String(&c.ECS.Endpoint, "ecs-endpoint", "", "ecs runner: ECS endpoint URL override")
 	f.Float(&c.ECS.RunTaskRate, "runtask-rate", 20, "ecs runner: RunTask calls per second at most")
 	f.Int(&c.ECS.RunTaskBurst, "runtask-burst", 20, "ecs runner: RunTask token bucket size")
+	f.String(&c.Docker.Host, "docker-host", "", "docker runner: Docker engine address (empty: DOCKER_HOST or unix:///var/run/docker.sock)")
+	f.String(&c.Docker.FluentdAddress, "docker-fluentd-address", "127.0.0.1:24224", "docker runner: logrouter forward address as the Docker engine's host reaches it (fluentd log driver); empty: Docker's default log driver")
+	f.Bool(&c.Docker.FluentdAsync, "docker-fluentd-async", true, "docker runner: start job containers even while the logrouter is unreachable (the driver buffers and reconnects)")
+	f.String(&c.Docker.Network, "docker-network", "", "docker runner: Docker network job containers join (empty: the default bridge)")
+	f.Bool(&c.Docker.Keep, "docker-keep-containers", false, "docker runner: keep exited job containers (debugging)")
+	f.Duration(&c.Docker.PullTimeout, "docker-pull-timeout", 5*time.Minute, "docker runner: longest image pull")
 }
 
 // Validate reports every problem at once.
 func (c Config) Validate() error {
 	var p config.Problems
 	c.NATS.Validate(&p)
-	p.Check(c.Runner == RunnerExec || c.Runner == RunnerECS, "runner: %q is not exec or ecs", c.Runner)
+	p.Check(c.Runner == RunnerExec || c.Runner == RunnerECS || c.Runner == RunnerDocker, "runner: %q is not exec, ecs or docker", c.Runner)
 	if _, err := logging.ParseLevel(c.LogLevel); err != nil {
 		p.Addf("log-level: %v", err)
 	}
@@ -155,6 +184,14 @@ func (c Config) Validate() error {
 		p.Check(c.ClustersDir != "", "clusters-dir: required with runner ecs (the profiles say where and how tasks run)")
 		p.Check(c.ECS.RunTaskRate > 0, "runtask-rate: must be positive")
 		p.Check(c.ECS.RunTaskBurst >= 1, "runtask-burst: must be at least 1")
+	}
+	if c.Runner == RunnerDocker {
+		if c.Docker.FluentdAddress != "" {
+			if _, _, err := net.SplitHostPort(c.Docker.FluentdAddress); err != nil {
+				p.Addf("docker-fluentd-address: %v", err)
+			}
+		}
+		p.Check(c.Docker.PullTimeout > 0, "docker-pull-timeout: must be positive")
 	}
 	if c.ForwardAddr != "" {
 		if _, _, err := net.SplitHostPort(c.ForwardAddr); err != nil {
@@ -286,6 +323,27 @@ func run(ctx context.Context, cfg Config, deps Deps) error {
 				return err
 			}
 			run = ecsrunner.New(ecsrunner.Config{Client: client, Log: log, Rate: cfg.ECS.RunTaskRate, Burst: cfg.ECS.RunTaskBurst})
+		case RunnerDocker:
+			opts := []client.Opt{client.FromEnv, client.WithAPIVersionNegotiation()}
+			if cfg.Docker.Host != "" {
+				opts = append(opts, client.WithHost(cfg.Docker.Host))
+			}
+			dc, err := client.NewClientWithOpts(opts...)
+			if err != nil {
+				return fmt.Errorf("docker client: %w", err)
+			}
+			dr := dockerrunner.New(dockerrunner.Config{
+				Client: dc, JS: js, Prefix: cfg.NATS.Prefix, Log: log,
+				FluentdAddress: cfg.Docker.FluentdAddress, FluentdAsync: cfg.Docker.FluentdAsync,
+				Network: cfg.Docker.Network, KillGrace: cfg.KillGrace, Keep: cfg.Docker.Keep, PullTimeout: cfg.Docker.PullTimeout,
+			})
+			run = dr
+			// Job containers outlive a stopping scheduler: the replica
+			// that leads next adopts them (Active) and reports their end.
+			shutdownRunner = func() {
+				dr.Shutdown(false)
+				_ = dc.Close()
+			}
 		}
 	}
 	if shutdownRunner != nil {
