@@ -107,6 +107,8 @@ E2E_TAG ?= e2e
 E2E_BASE ?= scratch
 E2E_TIMEOUT ?= 14m
 E2E_RUN ?= .
+# A -skip regexp (go test), e.g. E2E_SKIP=TestFaultNATSOutage.
+E2E_SKIP ?=
 
 .PHONY: local-binaries
 local-binaries: ## Build the local stack's helpers (nats-server, fakes3, webhook-sink, demojob) into bin/.
@@ -140,7 +142,7 @@ e2e: ## End-to-end + fault suite against the docker-compose stack (skips without
 	fi; \
 	$(MAKE) --no-print-directory local-images IMAGE_TAG=$(E2E_TAG) BASE=$(E2E_BASE); \
 	rc=0; cd tools && TASKYARD_E2E=1 TASKYARD_E2E_TAG=$(E2E_TAG) TASKYARD_E2E_BIN=$(CURDIR)/$(BIN) TASKYARD_E2E_COMPOSE="$(COMPOSE)" \
-	  go test -count=1 -timeout $(E2E_TIMEOUT) -v -run '$(E2E_RUN)' ./e2e/ || rc=$$?; \
+	  go test -count=1 -timeout $(E2E_TIMEOUT) -v -run '$(E2E_RUN)' $(if $(E2E_SKIP),-skip '$(E2E_SKIP)') ./e2e/ || rc=$$?; \
 	cd $(CURDIR) && $(COMPOSE) -p taskyard-e2e -f docker-compose.yml -f deploy/compose/local-build.yml --profile ha --profile tools \
 	  down -v --remove-orphans -t 5 >/dev/null 2>&1 || true; \
 	exit $$rc
