@@ -84,11 +84,39 @@ func (l *Lease) Keep(ctx context.Context) error {
 			l.rev = rev
 		case ctx.Err() != nil:
 			return nil
-		case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyNotFound):
-			return fmt.Errorf("%w: %s: %v", ErrLeaseLost, l.key, err)
 		default:
-			l.log.Warn("renew instance lease", "key", l.key, "err", err)
+			if err := l.recover(ctx, err); err != nil {
+				return err
+			}
 		}
+	}
+}
+
+// recover handles a failed renewal. The key may have expired while NATS
+// was unreachable for longer than the TTL (then it is taken again: nobody
+// else holds the instance), still be ours under another revision, or be
+// held by another process (then the lease is lost). Any other failure (NATS
+// still away) is logged and retried at the next renewal.
+func (l *Lease) recover(ctx context.Context, cause error) error {
+	e, err := l.kv.Get(ctx, l.key)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		rev, err := l.kv.Create(ctx, l.key, []byte(l.owner))
+		if err != nil {
+			l.log.Warn("renew instance lease", "key", l.key, "err", err)
+			return nil
+		}
+		l.rev = rev
+		l.log.Warn("instance lease had expired and was taken again", "key", l.key, "cause", cause)
+		return nil
+	case err != nil:
+		l.log.Warn("renew instance lease", "key", l.key, "err", cause)
+		return nil
+	case string(e.Value()) == l.owner:
+		l.rev = e.Revision()
+		return nil
+	default:
+		return fmt.Errorf("%w: %s is held by %s", ErrLeaseLost, l.key, e.Value())
 	}
 }
 

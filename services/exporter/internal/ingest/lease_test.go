@@ -47,3 +47,46 @@ func TestLeaseUnaffectedBySchedulerTTL(t *testing.T) {
 	stop()
 	require.NoError(t, <-kept)
 }
+
+// TestLeaseSurvivesExpiry: after NATS was away longer than the TTL the key
+// is gone; the owner takes it again instead of stopping. When another
+// process took it meanwhile, Keep stops with ErrLeaseLost.
+func TestLeaseSurvivesExpiry(t *testing.T) {
+	t.Parallel()
+	b := exportertest.StartBus(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kv, err := b.JS.KeyValue(ctx, v1.Buckets(v1.DefaultPrefix).Instances)
+	require.NoError(t, err)
+
+	l, err := ingest.AcquireLease(ctx, b.JS, v1.DefaultPrefix, "a", "owner-1", logging.Discard())
+	require.NoError(t, err)
+	kctx, stop := context.WithCancel(ctx)
+	kept := make(chan error, 1)
+	go func() { kept <- l.Keep(kctx) }()
+
+	// What expiry looks like to the owner: the key is gone.
+	require.NoError(t, kv.Purge(ctx, "exporter.a"))
+	require.Eventually(t, func() bool {
+		e, err := kv.Get(ctx, "exporter.a")
+		return err == nil && string(e.Value()) == "owner-1"
+	}, 10*time.Second, 50*time.Millisecond, "the owner takes its expired lease again")
+	select {
+	case err := <-kept:
+		t.Fatalf("Keep stopped after an expiry: %v", err)
+	default:
+	}
+
+	// Another process takes the instance while the key is gone.
+	require.NoError(t, kv.Purge(ctx, "exporter.a"))
+	_, err = kv.Create(ctx, "exporter.a", []byte("owner-2"))
+	require.NoError(t, err)
+	select {
+	case err := <-kept:
+		require.ErrorIs(t, err, ingest.ErrLeaseLost)
+		require.ErrorContains(t, err, "held by owner-2")
+	case <-time.After(10 * time.Second):
+		t.Fatal("Keep did not notice the lease was taken")
+	}
+	stop()
+}
