@@ -146,3 +146,17 @@ e2e: ## End-to-end + fault suite against the docker-compose stack (skips without
 	cd $(CURDIR) && $(COMPOSE) -p taskyard-e2e -f docker-compose.yml -f deploy/compose/local-build.yml --profile ha --profile tools \
 	  down -v --remove-orphans -t 5 >/dev/null 2>&1 || true; \
 	exit $$rc
+
+# ---- benchmarks -----------------------------------------------------------
+
+.PHONY: bench
+bench: ## Run every benchmark behind docs/benchmarks.md (about 15 min; copy the figures there).
+	@echo "== machine"; nproc; go version; uptime
+	cd services/kit && go test ./schedule -run '^$$' -bench Next -benchmem
+	cd services/exporter && go test ./internal/ingest -run '^$$' -bench Ingest -benchtime 200000x -cpu 1 -count 3
+	cd services/exporter && go test ./internal/aggregate -run '^$$' -bench Render -cpu 1 -count 3
+	cd tools && go run ./cmd/bench-logrouter -records 300000
+	cd tools && go run ./cmd/bench-scheduler -schedules 10000 -load 3m -idle 30s
+	@mkdir -p bin/bench
+	go build -o bin/bench/taskyard-exitwatch ./services/exitwatch/cmd/taskyard-exitwatch
+	cd tools && go run ./cmd/bench-exitwatch --exitwatch ../bin/bench/taskyard-exitwatch
