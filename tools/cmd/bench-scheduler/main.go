@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -43,13 +44,14 @@ func main() {
 		idle     = flag.Duration("idle", 30*time.Second, "how long to measure CPU while no schedule is due")
 		natsOnly = flag.String("nats-only", "", "internal: serve NATS with JetStream in DIR (child process)")
 		listen   = flag.String("listen", "127.0.0.1:14333", "NATS address of the child process")
+		cpuProf  = flag.String("cpuprofile", "", "write a CPU profile of the load phase to this file")
 	)
 	flag.Parse()
 	if *natsOnly != "" {
 		serveNATS(*natsOnly, *listen)
 		return
 	}
-	if err := run(*n, *load, *idle, *listen); err != nil {
+	if err := run(*n, *load, *idle, *listen, *cpuProf); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-scheduler:", err)
 		os.Exit(1)
 	}
@@ -204,7 +206,7 @@ func rssMiB() float64 {
 	return 0
 }
 
-func run(n int, load, idle time.Duration, listen string) error {
+func run(n int, load, idle time.Duration, listen, cpuProf string) error {
 	dir, err := os.MkdirTemp("", "bench-scheduler")
 	if err != nil {
 		return err
@@ -282,7 +284,20 @@ func run(n int, load, idle time.Duration, listen string) error {
 	rec.mu.Unlock()
 	c0, w0 = cpuTime(), time.Now()
 	n0 := childCPU(child.Process.Pid)
+	if cpuProf != "" {
+		f, err := os.Create(cpuProf)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+	}
 	time.Sleep(load)
+	if cpuProf != "" {
+		pprof.StopCPUProfile()
+	}
 	cpu, wall = cpuTime()-c0, time.Since(w0)
 	natsCPU := childCPU(child.Process.Pid) - n0
 	rec.mu.Lock()
