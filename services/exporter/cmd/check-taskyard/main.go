@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -25,6 +26,12 @@ func (h *headers) String() string     { return strings.Join(*h, ", ") }
 func (h *headers) Set(v string) error { *h = append(*h, v); return nil }
 
 func main() {
+	if slices.ContainsFunc(os.Args[1:], func(a string) bool { return a == "-h" || a == "-help" || a == "--help" }) {
+		// Usage was asked for, not a check: print it and exit 0 instead of
+		// reporting UNKNOWN.
+		_ = run([]string{"-help"}, os.Stdout)
+		os.Exit(0)
+	}
 	ckr := run(os.Args[1:], os.Stderr)
 	ckr.Name = "taskyard"
 	ckr.Exit()
