@@ -97,15 +97,18 @@ func (p *Pipeline) Process(tag string, t time.Time, rec record.Record, e *event.
 	if trimmed := strings.TrimSpace(line); len(trimmed) > 1 && trimmed[0] == '{' && e.Flags&event.FlagTruncated == 0 {
 		// A read-only view of the line: Attrs aliases it (strings are
 		// immutable, and nothing writes to Attrs).
-		if b := unsafe.Slice(unsafe.StringData(trimmed), len(trimmed)); json.Valid(b) {
+		// One pass validates the line (as json.Valid would) and finds the
+		// level keys' values.
+		b := unsafe.Slice(unsafe.StringData(trimmed), len(trimmed))
+		if vals, ok := scanJSON(b); ok {
 			e.Flags |= event.FlagJSON
+			levels = vals
 			if strings.IndexByte(trimmed, '\n') >= 0 || strings.IndexByte(trimmed, '\r') >= 0 {
 				var c bytes.Buffer
 				_ = json.Compact(&c, b)
 				b = c.Bytes()
 			}
 			e.Attrs = b
-			levels = scanLevel(b)
 		}
 	}
 	if e.Flags&event.FlagJSON == 0 && p.c.DropNonJSON && fromLog {
