@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/taskyard/taskyard/services/logrouter/internal/record"
 )
@@ -72,7 +74,10 @@ func DecodeFrame(b []byte, lim Limits) (*Frame, error) {
 	if lim.MaxDecompressed <= 0 {
 		lim.MaxDecompressed = 64 << 20
 	}
-	r := &reader{b: b}
+	// One copy of the frame backs every string decoded from it (b is the
+	// connection's read buffer, reused for the next frame). Frame.Tag and
+	// Frame.Chunk are copied apart so that they do not keep it alive.
+	r := &reader{b: b, s: string(b)}
 	n, err := r.arrayLen()
 	if err != nil {
 		return nil, malformed(err)
@@ -148,6 +153,7 @@ func DecodeFrame(b []byte, lim Limits) (*Frame, error) {
 		if err != nil {
 			return nil, malformed(err)
 		}
+		pOff := r.i - len(payload) // where payload lies in b
 		if n >= 3 {
 			if err := readOpt(); err != nil {
 				return nil, err
@@ -167,6 +173,17 @@ func DecodeFrame(b []byte, lim Limits) (*Frame, error) {
 			}
 		}
 		pr := &reader{b: payload}
+		if f.Mode == ModeCompressedPacked {
+			// Decompressed into a buffer of its own that nothing writes to again.
+			pr.s = unsafe.String(unsafe.SliceData(payload), len(payload))
+		} else {
+			pr.s = r.s[pOff : pOff+len(payload)]
+		}
+		// The sender's size option, when plausible (an entry takes at least
+		// 3 bytes), sizes the entry list.
+		if sz, ok := opt["size"].(int64); ok && sz > 0 && sz <= int64(len(payload)/3) {
+			f.Entries = make([]Entry, 0, sz)
+		}
 		for !pr.done() {
 			e, err := readEntry(pr)
 			if err != nil {
@@ -185,7 +202,7 @@ func DecodeFrame(b []byte, lim Limits) (*Frame, error) {
 		if !ok {
 			return nil, perr("wrong_type", "option chunk: want a string, got %T", v)
 		}
-		f.Chunk = s
+		f.Chunk = strings.Clone(s)
 	}
 	if v, ok := opt["size"]; ok {
 		s, ok := v.(int64)

@@ -160,3 +160,38 @@ func FuzzDecodeFrame(f *testing.F) {
 		}
 	})
 }
+
+// TestDecodeOwnsStrings: the decoded strings do not alias the caller's
+// buffer (the connection reuses it for the next frame) — in every mode,
+// including keys that are not interned and nested values.
+func TestDecodeOwnsStrings(t *testing.T) {
+	t.Parallel()
+	rec := map[string]any{"log": "the line", "custom_key": "custom value", "nested": map[string]any{"k": "v"}, "list": []any{"a", "b"}}
+	ents := [][]byte{fwtest.Entry(t0, rec, fwtest.EventTimeFix), fwtest.Entry(t0, rec, fwtest.FluentBitV2)}
+	for name, frame := range map[string][]byte{
+		"message":    fwtest.Message("app", t0, rec, "chunk-1"),
+		"forward":    fwtest.Forward("app", ents, "chunk-1"),
+		"packed bin": fwtest.PackedForward("app", ents, "chunk-1", true),
+		"packed str": fwtest.PackedForward("app", ents, "chunk-1", false),
+		"compressed": fwtest.CompressedPackedForward("app", ents, "chunk-1", 2),
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			buf := bytes.Clone(frame)
+			f, err := DecodeFrame(buf, Limits{})
+			require.NoError(t, err)
+			for i := range buf {
+				buf[i] = 'X'
+			}
+			require.Equal(t, "app", f.Tag)
+			require.Equal(t, "chunk-1", f.Chunk)
+			require.NotEmpty(t, f.Entries)
+			for _, e := range f.Entries {
+				require.Equal(t, "the line", e.Record.String("log"))
+				require.Equal(t, "custom value", e.Record.String("custom_key"))
+				require.Equal(t, map[string]any{"k": "v"}, e.Record.Map()["nested"])
+				require.Equal(t, []any{"a", "b"}, e.Record.Map()["list"])
+			}
+		})
+	}
+}

@@ -176,6 +176,30 @@ func skipN(b []byte, i, n, depth int) (int, error) {
 type reader struct {
 	b []byte
 	i int
+	// s, when not empty, holds the same bytes as b: decoded strings are
+	// substrings of it instead of one allocation each.
+	s string
+	// slab backs the fields of the records read (one allocation for many
+	// records instead of one per record).
+	slab record.Record
+}
+
+// text returns v, the bytes just taken (they end at r.i), as a string.
+func (r *reader) text(v []byte) string {
+	if len(r.s) == len(r.b) && len(r.s) > 0 {
+		return r.s[r.i-len(v) : r.i]
+	}
+	return string(v)
+}
+
+// fields returns room for n fields of a record.
+func (r *reader) fields(n int) record.Record {
+	if cap(r.slab)-len(r.slab) < n {
+		r.slab = make(record.Record, 0, max(n, 1024))
+	}
+	l := len(r.slab)
+	r.slab = r.slab[:l+n]
+	return r.slab[l : l+n : l+n]
 }
 
 func (r *reader) done() bool { return r.i >= len(r.b) }
@@ -487,7 +511,7 @@ func (r *reader) value(depth int) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		return string(b), nil
+		return r.text(b), nil
 	case kArray:
 		n, err := r.arrayLen()
 		if err != nil {
@@ -514,7 +538,7 @@ func (r *reader) value(depth int) (any, error) {
 			return nil, err
 		}
 		r.i = end
-		return string(r.b[start:end]), nil
+		return r.text(r.b[start:end]), nil
 	}
 	return nil, fmt.Errorf("invalid type byte 0x%02x", c)
 }
@@ -528,7 +552,7 @@ func (r *reader) recordValue() (record.Record, error) {
 	if n > (len(r.b)-r.i)/2 {
 		return nil, errShort
 	}
-	rec := make(record.Record, n)
+	rec := r.fields(n)
 	for k := 0; k < n; k++ {
 		key, err := r.bytes()
 		if err != nil {
@@ -538,7 +562,9 @@ func (r *reader) recordValue() (record.Record, error) {
 			return nil, fmt.Errorf("map key %q: %w", key, errInvalidUTF8)
 		}
 		f := &rec[k]
-		f.Key = intern(key)
+		if f.Key = intern(key); f.Key == "" {
+			f.Key = r.text(key)
+		}
 		c, err := r.peek()
 		if err != nil {
 			return nil, err
@@ -548,7 +574,7 @@ func (r *reader) recordValue() (record.Record, error) {
 			if err != nil {
 				return nil, err
 			}
-			f.Str, f.IsStr = string(b), true
+			f.Str, f.IsStr = r.text(b), true
 			continue
 		}
 		if f.Val, err = r.value(1); err != nil {
@@ -579,13 +605,17 @@ func (r *reader) mapValue(depth int) (map[string]any, error) {
 		if err != nil {
 			return nil, err
 		}
-		m[intern(key)] = v
+		k := intern(key)
+		if k == "" {
+			k = string(key)
+		}
+		m[k] = v
 	}
 	return m, nil
 }
 
 // intern returns the keys every FireLens / Docker record carries without
-// allocating a new string for each record.
+// allocating a new string for each record; "" for other keys.
 func intern(k []byte) string {
 	switch string(k) {
 	case "log":
@@ -615,7 +645,7 @@ func intern(k []byte) string {
 	case "taskyard_run_id":
 		return "taskyard_run_id"
 	}
-	return string(k)
+	return ""
 }
 
 func typeName(c byte) string {
