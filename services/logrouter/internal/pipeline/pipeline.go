@@ -71,7 +71,9 @@ func New(c Config) *Pipeline {
 func (p *Pipeline) Process(tag string, t time.Time, rec record.Record, e *event.Event) (ok bool) {
 	p.C.Records.Add(1)
 	*e = event.Event{Time: t, Tag: tag}
-	line, fromLog := pickLine(rec)
+	var fs fields
+	fs.index(rec)
+	line, fromLog := fs.line(rec)
 	if !utf8.ValidString(line) {
 		line = strings.ToValidUTF8(line, "\uFFFD")
 		p.C.InvalidUTF8.Add(1)
@@ -117,12 +119,12 @@ func (p *Pipeline) Process(tag string, t time.Time, rec record.Record, e *event.
 	}
 
 	e.Level = "unknown"
-	for i, k := range levelKeys {
+	for i := range levelKeys {
 		if l := levelFromRaw(levels[i]); l != "" {
 			e.Level = l
 			break
 		}
-		if f, ok := rec.Get(k); ok {
+		if f := fs.at(rec, fLoglevel+i); f != nil {
 			if l := levelFromAny(f.Value()); l != "" {
 				e.Level = l
 				break
@@ -130,34 +132,145 @@ func (p *Pipeline) Process(tag string, t time.Time, rec record.Record, e *event.
 		}
 	}
 
-	e.Cluster = str(rec, "cluster")
+	e.Cluster = fs.str(rec, fCluster)
 	if e.Cluster == "" {
-		e.Cluster = lastSegment(str(rec, "ecs_cluster"))
+		e.Cluster = lastSegment(fs.str(rec, fECSCluster))
 	}
 	if e.Cluster == "" {
 		e.Cluster = p.c.DefaultCluster
 	}
-	e.Service = str(rec, "service")
+	e.Service = fs.str(rec, fService)
 	if e.Service == "" {
-		e.Service = ServiceFromTaskDefinition(str(rec, "ecs_task_definition"))
+		e.Service = ServiceFromTaskDefinition(fs.str(rec, fTaskDefinition))
 	}
 	if e.Service == "" {
 		e.Service = p.c.DefaultService
 	}
-	e.Container = str(rec, "container")
+	e.Container = fs.str(rec, fContainer)
 	if e.Container == "" {
-		e.Container = strings.TrimPrefix(str(rec, "container_name"), "/")
+		e.Container = strings.TrimPrefix(fs.str(rec, fContainerName), "/")
 	}
-	e.Task = str(rec, "task")
+	e.Task = fs.str(rec, fTask)
 	if e.Task == "" {
-		e.Task = lastSegment(str(rec, "ecs_task_arn"))
+		e.Task = lastSegment(fs.str(rec, fTaskARN))
 	}
-	e.Source = str(rec, "source")
-	e.RunID = str(rec, "taskyard_run_id")
+	e.Source = fs.str(rec, fSource)
+	e.RunID = fs.str(rec, fRunID)
 	if e.RunID == "" {
-		e.RunID = str(rec, "TASKYARD_RUN_ID")
+		e.RunID = fs.str(rec, fRunIDUpper)
 	}
 	return true
+}
+
+// The record fields the pipeline reads.
+const (
+	fLog = iota
+	fMessage
+	fMsg
+	fLoglevel // in the order of levelKeys
+	fLevel
+	fSeverity
+	fCluster
+	fECSCluster
+	fService
+	fTaskDefinition
+	fContainer
+	fContainerName
+	fTask
+	fTaskARN
+	fSource
+	fRunID
+	fRunIDUpper
+	nFields
+)
+
+// fieldNames are the keys of the fields, by index.
+var fieldNames = [nFields]string{
+	fLog: "log", fMessage: "message", fMsg: "msg", fLoglevel: "loglevel", fLevel: "level", fSeverity: "severity",
+	fCluster: "cluster", fECSCluster: "ecs_cluster", fService: "service", fTaskDefinition: "ecs_task_definition",
+	fContainer: "container", fContainerName: "container_name", fTask: "task", fTaskARN: "ecs_task_arn",
+	fSource: "source", fRunID: "taskyard_run_id", fRunIDUpper: "TASKYARD_RUN_ID",
+}
+
+// fields indexes, in one pass over a record, the fields the pipeline
+// reads: pos[k]-1 is the index of field k (the last one when repeated, as
+// record.Get), or -1 when absent.
+type fields struct{ pos [nFields]int32 }
+
+func (fs *fields) index(rec record.Record) {
+	for i := range rec {
+		k := -1
+		switch rec[i].Key {
+		case "log":
+			k = fLog
+		case "message":
+			k = fMessage
+		case "msg":
+			k = fMsg
+		case "loglevel":
+			k = fLoglevel
+		case "level":
+			k = fLevel
+		case "severity":
+			k = fSeverity
+		case "cluster":
+			k = fCluster
+		case "ecs_cluster":
+			k = fECSCluster
+		case "service":
+			k = fService
+		case "ecs_task_definition":
+			k = fTaskDefinition
+		case "container":
+			k = fContainer
+		case "container_name":
+			k = fContainerName
+		case "task":
+			k = fTask
+		case "ecs_task_arn":
+			k = fTaskARN
+		case "source":
+			k = fSource
+		case "taskyard_run_id":
+			k = fRunID
+		case "TASKYARD_RUN_ID":
+			k = fRunIDUpper
+		}
+		if k >= 0 {
+			fs.pos[k] = int32(i) + 1
+		}
+	}
+}
+
+// at returns field k of rec, nil when absent.
+func (fs *fields) at(rec record.Record, k int) *record.Field {
+	if p := fs.pos[k]; p > 0 {
+		return &rec[p-1]
+	}
+	return nil
+}
+
+// str returns field k as record.Record.String does.
+func (fs *fields) str(rec record.Record, k int) string {
+	if f := fs.at(rec, k); f != nil {
+		return f.String()
+	}
+	return ""
+}
+
+// line finds the log line: `log` (FireLens, Docker), else `message` or
+// `msg`, else the whole record as JSON. fromLog is false for the last.
+func (fs *fields) line(rec record.Record) (string, bool) {
+	for _, k := range [...]int{fLog, fMessage, fMsg} {
+		if f := fs.at(rec, k); f != nil && f.IsStr {
+			return strings.TrimRight(f.Str, "\n"), true
+		}
+	}
+	b, err := json.Marshal(rec.Map())
+	if err != nil {
+		return "", false
+	}
+	return string(b), false
 }
 
 // ServiceFromTaskDefinition maps an ECS task definition ("family:revision"
@@ -183,23 +296,6 @@ func lastSegment(s string) string {
 		return s[i+1:]
 	}
 	return s
-}
-
-func str(rec record.Record, k string) string { return rec.String(k) }
-
-// pickLine finds the log line: `log` (FireLens, Docker), else `message`
-// or `msg`, else the whole record as JSON. fromLog is false for the last.
-func pickLine(rec record.Record) (string, bool) {
-	for _, k := range [...]string{"log", "message", "msg"} {
-		if f, ok := rec.Get(k); ok && f.IsStr {
-			return strings.TrimRight(f.Str, "\n"), true
-		}
-	}
-	b, err := json.Marshal(rec.Map())
-	if err != nil {
-		return "", false
-	}
-	return string(b), false
 }
 
 func levelFromAny(v any) string {

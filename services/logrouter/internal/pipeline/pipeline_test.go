@@ -87,3 +87,35 @@ func TestEventRoundTripAndFormats(t *testing.T) {
 	require.Equal(t, `{"time":"2026-01-02T03:04:05.000000006Z","cluster":"c","service":"s","container":"k","task":"x","source":"stdout","level":"info","run_id":"r","tag":"t","log":"say \"hi\"\n\u0001","truncated":true,"attributes":{"a":1}}`+"\n", string(e.AppendLine(nil, event.FormatJSON)))
 	require.Equal(t, "say \"hi\"\n\x01\n", string(e.AppendLine(nil, event.FormatRaw)))
 }
+
+// TestFieldsIndex: the one-pass index finds the same field as
+// record.Get (the last of repeated keys) for every key the pipeline reads.
+func TestFieldsIndex(t *testing.T) {
+	t.Parallel()
+	for k, name := range levelKeys {
+		require.Equal(t, name, fieldNames[fLoglevel+k])
+	}
+	var rec record.Record
+	for i, name := range fieldNames {
+		rec = append(rec, record.Field{Key: name, Str: "first " + name, IsStr: true}, record.Field{Key: "other", Val: int64(i)})
+		if i%2 == 0 {
+			rec = append(rec, record.Field{Key: name, Val: map[string]any{"n": int64(i)}})
+		}
+	}
+	var fs fields
+	fs.index(rec)
+	for k, name := range fieldNames {
+		want, ok := rec.Get(name)
+		require.True(t, ok)
+		got := fs.at(rec, k)
+		require.NotNil(t, got, name)
+		require.Equal(t, want, *got, name)
+		require.Equal(t, rec.String(name), fs.str(rec, k), name)
+	}
+	var empty fields
+	empty.index(record.Record{{Key: "unrelated", Str: "x", IsStr: true}})
+	for k := range fieldNames {
+		require.Nil(t, empty.at(rec, k))
+		require.Empty(t, empty.str(rec, k))
+	}
+}

@@ -33,9 +33,16 @@ func (r Record) Get(k string) (Field, bool) {
 // values as JSON, "" when absent or null.
 func (r Record) String(k string) string {
 	f, ok := r.Get(k)
-	switch {
-	case !ok:
+	if !ok {
 		return ""
+	}
+	return f.String()
+}
+
+// String returns the value as a string: a string as it is, other values
+// as JSON, "" for null.
+func (f Field) String() string {
+	switch {
 	case f.IsStr:
 		return f.Str
 	case f.Val == nil:
