@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 	"unsafe"
@@ -45,18 +46,47 @@ type Event struct {
 // ErrCorrupt is returned by Unmarshal for bytes it did not produce.
 var ErrCorrupt = errors.New("event: corrupt encoding")
 
-const version = 1
+// Encoding versions: in version 1 Attrs follows Log as its own bytes; in
+// version 2 (written when Attrs is a part of Log, as it is for a JSON line
+// that needed no compaction) Attrs is only its offset and length in Log,
+// which spares a second copy of the line in the spool.
+const (
+	version      = 1
+	versionInLog = 2
+)
 
 // AppendBinary appends the spool encoding of e to b.
 func (e *Event) AppendBinary(b []byte) []byte {
-	b = append(b, version, e.Flags)
+	off, inLog := attrsInLog(e.Log, e.Attrs)
+	if inLog {
+		b = append(b, versionInLog, e.Flags)
+	} else {
+		b = append(b, version, e.Flags)
+	}
 	b = binary.AppendVarint(b, e.Time.UnixNano())
 	for _, s := range [...]string{e.Tag, e.Cluster, e.Service, e.Container, e.Task, e.Source, e.Level, e.RunID, e.Log} {
 		b = binary.AppendUvarint(b, uint64(len(s)))
 		b = append(b, s...)
 	}
+	if inLog {
+		b = binary.AppendUvarint(b, uint64(off))
+		return binary.AppendUvarint(b, uint64(len(e.Attrs)))
+	}
 	b = binary.AppendUvarint(b, uint64(len(e.Attrs)))
 	return append(b, e.Attrs...)
+}
+
+// attrsInLog finds attrs in log: the pipeline's attributes are the line
+// without surrounding white space unless the line needed compacting.
+func attrsInLog(log string, attrs []byte) (int, bool) {
+	if len(attrs) == 0 {
+		return 0, false
+	}
+	off := strings.IndexByte(log, attrs[0])
+	if off < 0 || len(log)-off < len(attrs) || log[off:off+len(attrs)] != string(attrs) {
+		return 0, false
+	}
+	return off, true
 }
 
 // Unmarshal decodes what AppendBinary wrote. Strings are copied.
@@ -68,9 +98,10 @@ func (e *Event) Unmarshal(b []byte) error { return e.unmarshal(b, false) }
 func (e *Event) UnmarshalShared(b []byte) error { return e.unmarshal(b, true) }
 
 func (e *Event) unmarshal(b []byte, shared bool) error {
-	if len(b) < 2 || b[0] != version {
+	if len(b) < 2 || (b[0] != version && b[0] != versionInLog) {
 		return ErrCorrupt
 	}
+	inLog := b[0] == versionInLog
 	e.Flags = b[1]
 	b = b[2:]
 	ns, n := binary.Varint(b)
@@ -88,7 +119,8 @@ func (e *Event) unmarshal(b []byte, shared bool) error {
 		b = b[n+int(l):]
 		return v, true
 	}
-	for _, p := range [...]*string{&e.Tag, &e.Cluster, &e.Service, &e.Container, &e.Task, &e.Source, &e.Level, &e.RunID, &e.Log} {
+	var log []byte
+	for i, p := range [...]*string{&e.Tag, &e.Cluster, &e.Service, &e.Container, &e.Task, &e.Source, &e.Level, &e.RunID, &e.Log} {
 		v, ok := next()
 		if !ok {
 			return ErrCorrupt
@@ -98,12 +130,32 @@ func (e *Event) unmarshal(b []byte, shared bool) error {
 		} else {
 			*p = string(v)
 		}
+		if i == 8 {
+			log = v
+		}
+	}
+	e.Attrs = nil
+	if inLog {
+		off, n := binary.Uvarint(b)
+		if n <= 0 {
+			return ErrCorrupt
+		}
+		l, m := binary.Uvarint(b[n:])
+		if m <= 0 || len(b) != n+m || l == 0 || off > uint64(len(log)) || l > uint64(len(log))-off {
+			return ErrCorrupt
+		}
+		v := log[off : off+l]
+		if shared {
+			e.Attrs = v[:len(v):len(v)]
+		} else {
+			e.Attrs = []byte(e.Log[off : off+l])
+		}
+		return nil
 	}
 	v, ok := next()
 	if !ok || len(b) != 0 {
 		return ErrCorrupt
 	}
-	e.Attrs = nil
 	if len(v) > 0 {
 		if shared {
 			e.Attrs = v[:len(v):len(v)]
@@ -185,12 +237,31 @@ var plain = func() (t [256]bool) {
 	return t
 }()
 
+const (
+	lsb = 0x0101010101010101
+	msb = 0x8080808080808080
+)
+
+// allPlain reports whether the 8 bytes of w are all plain ASCII (plain[c]).
+// It may report false for plain bytes (the caller then goes byte by byte)
+// but never true for a byte that needs care.
+func allPlain(w uint64) bool {
+	ctl := (w - 0x20*lsb) &^ w // high bit set for bytes below 0x20
+	q := w ^ '"'*lsb
+	bs := w ^ '\\'*lsb
+	return (w|ctl|(q-lsb)&^q|(bs-lsb)&^bs)&msb == 0 // w's high bits: non-ASCII
+}
+
 // AppendJSONString appends s as a JSON string; invalid UTF-8 becomes U+FFFD.
 func AppendJSONString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
-		// Runs of plain ASCII are the common case: skip them in a tight loop.
+		// Runs of plain ASCII are the common case: skip them eight bytes at
+		// a time, then byte by byte up to the next byte needing care.
+		for i+8 <= len(s) && allPlain(binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(s[i:]), 8))) {
+			i += 8
+		}
 		for i < len(s) && plain[s[i]] {
 			i++
 		}

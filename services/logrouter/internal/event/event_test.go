@@ -1,8 +1,14 @@
 package event
 
 import (
+	"bytes"
+	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
 )
 
 // FuzzAppendJSONString: the output is always valid JSON and decodes to the
@@ -24,4 +30,107 @@ func FuzzAppendJSONString(f *testing.F) {
 			t.Fatalf("%q: got %q want %q", s, got, w)
 		}
 	})
+}
+
+func TestBinaryRoundTrip(t *testing.T) {
+	t.Parallel()
+	base := Event{Time: time.Unix(1700000000, 123456789).UTC(), Tag: "ecs.app", Cluster: "prod", Service: "etl", Container: "web", Task: "t1", Source: "stdout", Level: "info", RunID: "r1"}
+	for _, tc := range []struct {
+		name    string
+		log     string
+		attrs   string
+		version byte
+	}{
+		{"json line: attrs are the line", `{"level":"info","n":1}`, `{"level":"info","n":1}`, versionInLog},
+		{"json line with surrounding space", " \t{\"a\":\"\\u00e9\"}  ", `{"a":"\u00e9"}`, versionInLog},
+		{"compacted attrs stored apart", "{\n \"a\": 1\n}", `{"a":1}`, version},
+		{"plain line", "hello world", "", version},
+		{"empty line", "", "", version},
+		{"attrs elsewhere in the line", `x {"a":1} {"a":1}`, `{"a":1}`, versionInLog},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := base
+			e.Log = tc.log
+			if tc.attrs != "" {
+				e.Attrs = []byte(tc.attrs)
+				e.Flags = FlagJSON
+			}
+			b := e.AppendBinary(nil)
+			require.Equal(t, tc.version, b[0])
+			for _, shared := range []bool{false, true} {
+				var got Event
+				if shared {
+					require.NoError(t, got.UnmarshalShared(bytes.Clone(b)))
+				} else {
+					require.NoError(t, got.Unmarshal(b))
+				}
+				require.Equal(t, e, got)
+				require.Equal(t, e.AppendLine(nil, FormatJSON), got.AppendLine(nil, FormatJSON))
+			}
+			// Any cut is corrupt, never a panic.
+			for i := 0; i < len(b); i++ {
+				var got Event
+				require.ErrorIs(t, got.Unmarshal(b[:i]), ErrCorrupt)
+			}
+		})
+	}
+}
+
+// TestUnmarshalVersion1: records spooled before version 2 existed (Attrs
+// always stored apart) still decode.
+func TestUnmarshalVersion1(t *testing.T) {
+	t.Parallel()
+	b := []byte{1, FlagJSON}
+	b = binary.AppendVarint(b, 1700000000123456789)
+	for _, s := range []string{"tag", "c", "s", "ctr", "task", "src", "warn", "", `{"level":"warn"}`, `{"level":"warn"}`} {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	var e Event
+	require.NoError(t, e.Unmarshal(b))
+	require.Equal(t, Event{Time: time.Unix(0, 1700000000123456789).UTC(), Tag: "tag", Cluster: "c", Service: "s", Container: "ctr", Task: "task", Source: "src",
+		Level: "warn", Log: `{"level":"warn"}`, Attrs: []byte(`{"level":"warn"}`), Flags: FlagJSON}, e)
+}
+
+// FuzzUnmarshal: any bytes decode or fail with ErrCorrupt; what decodes
+// encodes back to something that decodes to the same event.
+func FuzzUnmarshal(f *testing.F) {
+	e := Event{Time: time.Unix(1, 2), Tag: "t", Log: ` {"a":1}`, Attrs: []byte(`{"a":1}`), Flags: FlagJSON}
+	f.Add(e.AppendBinary(nil))
+	e.Attrs = []byte(`{"b":2}`)
+	f.Add(e.AppendBinary(nil))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var e Event
+		if err := e.Unmarshal(b); err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatal(err)
+			}
+			return
+		}
+		var back Event
+		if err := back.Unmarshal(e.AppendBinary(nil)); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(e.AppendLine(nil, FormatJSON), back.AppendLine(nil, FormatJSON)) {
+			t.Fatalf("%q: re-encoding changed the event", b)
+		}
+	})
+}
+
+// TestAllPlain: for every byte value at every position of a word of plain
+// bytes, allPlain is true exactly when the byte is plain.
+func TestAllPlain(t *testing.T) {
+	t.Parallel()
+	for _, fill := range []byte{'a', ' ', '~', '0'} {
+		for pos := 0; pos < 8; pos++ {
+			for c := 0; c < 256; c++ {
+				var w [8]byte
+				for i := range w {
+					w[i] = fill
+				}
+				w[pos] = byte(c)
+				require.Equal(t, plain[c], allPlain(binary.LittleEndian.Uint64(w[:])), "fill %#x pos %d byte %#x", fill, pos, c)
+			}
+		}
+	}
 }
