@@ -45,13 +45,14 @@ func main() {
 		natsOnly = flag.String("nats-only", "", "internal: serve NATS with JetStream in DIR (child process)")
 		listen   = flag.String("listen", "127.0.0.1:14333", "NATS address of the child process")
 		cpuProf  = flag.String("cpuprofile", "", "write a CPU profile of the load phase to this file")
+		burst    = flag.Int("burst", 0, "add this many one-time schedules that all fire at the same second, a third into the load phase (an hour boundary on demand)")
 	)
 	flag.Parse()
 	if *natsOnly != "" {
 		serveNATS(*natsOnly, *listen)
 		return
 	}
-	if err := run(*n, *load, *idle, *listen, *cpuProf); err != nil {
+	if err := run(*n, *burst, *load, *idle, *listen, *cpuProf); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-scheduler:", err)
 		os.Exit(1)
 	}
@@ -206,7 +207,21 @@ func rssMiB() float64 {
 	return 0
 }
 
-func run(n int, load, idle time.Duration, listen, cpuProf string) error {
+// burstSpecs returns n one-time schedules firing together at `at`.
+func burstSpecs(n int, at time.Time) []*v1.ScheduleSpec {
+	out := make([]*v1.ScheduleSpec, 0, n)
+	for i := 0; i < n; i++ {
+		out = append(out, &v1.ScheduleSpec{
+			Name: fmt.Sprintf("burst-%05d", i), Cluster: "bench", Type: "scheduled",
+			Containers: []*v1.Container{{Name: "app", Image: "busybox", Memory: 64, Essential: true, Command: []string{"true"}}},
+			Timing: &v1.Timing{Expression: "at(" + at.UTC().Format("2006-01-02T15:04:05") + ")", Timezone: "UTC", TaskCount: 1, Concurrency: "allow", Enabled: true,
+				StartingDeadline: durationpb.New(time.Minute), CatchUp: &v1.CatchUp{Mode: "none"}},
+		})
+	}
+	return out
+}
+
+func run(n, burst int, load, idle time.Duration, listen, cpuProf string) error {
 	dir, err := os.MkdirTemp("", "bench-scheduler")
 	if err != nil {
 		return err
@@ -275,7 +290,13 @@ func run(n int, load, idle time.Duration, listen, cpuProf string) error {
 		n, idle, 100*cpu.Seconds()/wall.Seconds(), rssMiB(), float64(ms.HeapInuse)/(1<<20))
 
 	// Phase 2: the mixed set.
-	if err := apply(nc, specs(n, false)); err != nil {
+	set := specs(n, false)
+	var burstAt time.Time
+	if burst > 0 {
+		burstAt = time.Now().Add(2*time.Second + load/3).Truncate(time.Second)
+		set = append(set, burstSpecs(burst, burstAt)...)
+	}
+	if err := apply(nc, set); err != nil {
 		return err
 	}
 	time.Sleep(2 * time.Second)
@@ -341,6 +362,16 @@ func run(n int, load, idle time.Duration, listen, cpuProf string) error {
 		fmt.Printf("  %s: %d, lag p50 %s p99 %s max %s\n", part.name, len(part.l), q(0.5).Round(10*time.Microsecond), q(0.99).Round(10*time.Microsecond), part.l[len(part.l)-1].Round(10*time.Microsecond))
 	}
 	fmt.Printf("  largest burst: %d fires in one second\n", largest)
+	if burst > 0 {
+		l := slices.Clone(rec.bySec[burstAt.Unix()])
+		slices.Sort(l)
+		if len(l) == 0 {
+			return fmt.Errorf("the burst at %s did not fire", burstAt.Format(time.RFC3339))
+		}
+		q := func(p float64) time.Duration { return l[min(len(l)-1, int(float64(len(l))*p))] }
+		fmt.Printf("  the -burst second (%s): %d fires, lag p50 %s p99 %s max %s\n", burstAt.Format("15:04:05"), len(l),
+			q(0.5).Round(10*time.Microsecond), q(0.99).Round(10*time.Microsecond), l[len(l)-1].Round(10*time.Microsecond))
+	}
 	cancel()
 	return <-done
 }

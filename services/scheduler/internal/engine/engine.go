@@ -13,6 +13,15 @@
 // once even across a failover; a fire claimed but not decided (the leader
 // died between the claim and the runner call) is re-run by the new leader
 // with the same run id, which ECS de-duplicates through clientToken.
+//
+// The outcome of a scheduled fire (RunDispatched, RunSkipped,
+// RunDispatchFailed) is published by a few outbox goroutines, not by the
+// fire's own: at a minute or hour boundary thousands of fires are due in
+// the same instant, and a JetStream publish with its ack costs several
+// times what the path from the timer to the runner does. With the outbox
+// the fires get the cores first and the outcomes follow, each still
+// retried and de-duplicated by its run id. Manual triggers publish before
+// they reply.
 package engine
 
 import (
@@ -65,8 +74,8 @@ type Config struct {
 	Log    *slog.Logger
 	Meter  metric.MeterProvider
 	Tracer trace.TracerProvider
-	// DispatchTimeout bounds one dispatch (claim, runner call, publish).
-	// Default 2 minutes.
+	// DispatchTimeout bounds one dispatch (claim, runner call) and,
+	// separately, the publishing of its outcome. Default 2 minutes.
 	DispatchTimeout time.Duration
 	// Lookahead claims a fire this long before its time, so that the KV
 	// round trip of the claim is not part of the dispatch lag; the runner
@@ -146,11 +155,34 @@ type Engine struct {
 	baseCtx context.Context
 	wake    chan struct{}
 	workers sync.WaitGroup
+	// parked holds fires claimed ahead of their time, earliest first. Their
+	// entry's worker has let its goroutine go (the entry stays busy); the
+	// timer loop resumes each at its time on a fresh goroutine, so a burst
+	// of claimed fires costs no parked goroutines and no timers.
+	parked  parkedHeap
+	running bool // Run's loop runs (fires may be parked)
+
+	// outbox carries outcomes to the publisher goroutines while Run runs
+	// (nil otherwise: outcomes are published inline).
+	outbox     chan outcomeMsg
+	publishers sync.WaitGroup
 
 	amu     sync.Mutex
 	active  map[string]map[string]string // schedule -> task id -> run id
 	stopped map[string]time.Time         // task id -> when seen STOPPED
 }
+
+// outcomeMsg is one outcome waiting in the outbox.
+type outcomeMsg struct {
+	ctx     context.Context // carries the dispatch span for traceparent
+	subject string
+	msg     proto.Message
+	id      string
+}
+
+// outboxPublishers is the number of goroutines publishing outcomes; each
+// waits for its JetStream ack, so this many publishes are in flight.
+const outboxPublishers = 4
 
 // New builds an Engine; call Run.
 func New(cfg Config) (*Engine, error) {
@@ -304,12 +336,39 @@ func (e *Engine) Run(ctx context.Context) error {
 	// Dispatches outlive ctx: a fire that was claimed is run and published
 	// even when the instance is told to stop, or it would be lost.
 	e.baseCtx = context.WithoutCancel(ctx)
+	out := make(chan outcomeMsg, 4096)
+	e.outbox = out
+	e.running = true
 	e.mu.Unlock()
+	for i := 0; i < outboxPublishers; i++ {
+		e.publishers.Add(1)
+		go e.publishOutbox(out)
+	}
+	// Last: every claimed fire is decided, then every outcome published.
+	defer func() {
+		e.mu.Lock()
+		e.outbox = nil
+		e.mu.Unlock()
+		close(out)
+		e.publishers.Wait()
+	}()
 	defer e.workers.Wait()
 	defer func() {
 		e.mu.Lock()
 		e.leading = false
 		e.epoch++
+		e.running = false
+		// Claimed fires are still run, each at its time.
+		for len(e.parked) > 0 {
+			p := heap.Pop(&e.parked).(*parkedFire)
+			go func() {
+				if wait := p.f.at.Sub(e.cfg.Clock.Now()); wait > 0 {
+					t := e.cfg.Clock.NewTimer(wait)
+					<-t.C()
+				}
+				e.resume(p)
+			}()
+		}
 		e.mu.Unlock()
 	}()
 
@@ -324,14 +383,26 @@ func (e *Engine) Run(ctx context.Context) error {
 	for {
 		var tc <-chan time.Time
 		e.mu.Lock()
+		now := e.cfg.Clock.Now()
+		// Claimed fires run even after leadership was lost: they were
+		// decided while leading.
+		e.resumeDue(now)
+		var next time.Time
+		if len(e.parked) > 0 {
+			next = e.parked[0].f.at
+		}
 		if e.leading {
-			now := e.cfg.Clock.Now()
 			e.fireDue(now, now.Add(e.cfg.Lookahead))
 			if len(e.heap) > 0 {
-				stop()
-				timer = e.cfg.Clock.NewTimer(e.heap[0].next.Add(-e.cfg.Lookahead).Sub(e.cfg.Clock.Now()))
-				tc = timer.C()
+				if at := e.heap[0].next.Add(-e.cfg.Lookahead); next.IsZero() || at.Before(next) {
+					next = at
+				}
 			}
+		}
+		if !next.IsZero() {
+			stop()
+			timer = e.cfg.Clock.NewTimer(next.Sub(e.cfg.Clock.Now()))
+			tc = timer.C()
 		}
 		e.mu.Unlock()
 		select {
@@ -411,13 +482,77 @@ func (e *Engine) work(en *entry) {
 		case kindOutcome:
 			e.recordOutcome(ctx, en, f)
 		default:
-			runID, err := e.dispatch(ctx, en, spec, f)
+			c := e.prepare(ctx, en, spec, f)
+			if c.err == nil && c.claimed && f.at.After(e.cfg.Clock.Now()) {
+				// Claimed ahead of time: the timer loop resumes this
+				// entry's work at the fire time on a new goroutine. The
+				// entry stays busy and this worker stays counted.
+				e.mu.Lock()
+				if e.running {
+					c.cancel = cancel
+					heap.Push(&e.parked, &parkedFire{en: en, spec: spec, f: f, c: c})
+					e.workers.Add(1) // carried by the parked fire
+					e.mu.Unlock()
+					e.poke()
+					return
+				}
+				e.mu.Unlock() // Run is ending: wait here (finish does)
+			}
+			runID, err := c.runID, c.err
+			if c.claimed {
+				runID, err = e.finish(c.ctx, spec, f, c)
+			}
+			c.span.End()
 			if f.reply != nil {
 				f.reply <- triggerResult{runID: runID, err: err}
 			}
 		}
 		cancel()
 	}
+}
+
+// parkedFire is a claimed fire waiting for its time.
+type parkedFire struct {
+	en   *entry
+	spec *v1.ScheduleSpec
+	f    fire
+	c    prepared
+	idx  int
+}
+
+type parkedHeap []*parkedFire
+
+func (h parkedHeap) Len() int           { return len(h) }
+func (h parkedHeap) Less(i, j int) bool { return h[i].f.at.Before(h[j].f.at) }
+func (h parkedHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i]; h[i].idx, h[j].idx = i, j }
+func (h *parkedHeap) Push(x any)        { p := x.(*parkedFire); p.idx = len(*h); *h = append(*h, p) }
+func (h *parkedHeap) Pop() any {
+	old := *h
+	p := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	return p
+}
+
+// resumeDue starts every parked fire whose time has come, earliest first.
+// e.mu held.
+func (e *Engine) resumeDue(now time.Time) {
+	for len(e.parked) > 0 && !e.parked[0].f.at.After(now) {
+		p := heap.Pop(&e.parked).(*parkedFire)
+		go e.resume(p)
+	}
+}
+
+// resume finishes a parked fire and goes on with its entry's queue.
+func (e *Engine) resume(p *parkedFire) {
+	runID, err := e.finish(p.c.ctx, p.spec, p.f, p.c)
+	p.c.span.End()
+	if p.f.reply != nil {
+		p.f.reply <- triggerResult{runID: runID, err: err}
+	}
+	p.c.cancel()
+	// Continue as the entry's worker (the WaitGroup count carried over).
+	e.work(p.en)
 }
 
 func deadline(spec *v1.ScheduleSpec) time.Duration {
@@ -431,8 +566,18 @@ func enabled(spec *v1.ScheduleSpec) bool {
 	return spec.GetTiming() == nil || spec.GetTiming().GetEnabled()
 }
 
-// dispatch decides one fire. It returns the run id.
-func (e *Engine) dispatch(ctx context.Context, en *entry, spec *v1.ScheduleSpec, f fire) (string, error) {
+// prepared is a fire after its claim.
+type prepared struct {
+	ctx     context.Context // carries the dispatch span
+	span    trace.Span
+	runID   string
+	claimed bool // go on to decide and run (false: decided before, or err)
+	err     error
+	cancel  context.CancelFunc // set when parked
+}
+
+// prepare starts the fire's span and claims it (scheduled fires only).
+func (e *Engine) prepare(ctx context.Context, en *entry, spec *v1.ScheduleSpec, f fire) prepared {
 	runID := v1.RunID(spec.GetName(), f.at, f.trigger)
 	ctx, span := e.tracer.Start(ctx, "scheduler.dispatch", trace.WithAttributes(
 		attribute.String("taskyard.schedule", spec.GetName()),
@@ -440,23 +585,29 @@ func (e *Engine) dispatch(ctx context.Context, en *entry, spec *v1.ScheduleSpec,
 		attribute.String("taskyard.trigger", f.trigger.String()),
 		attribute.String("taskyard.scheduled_at", f.at.UTC().Format(time.RFC3339Nano)),
 	))
-	defer span.End()
-	trig := attribute.String("trigger", triggerName(f.trigger))
-
+	c := prepared{ctx: ctx, span: span, runID: runID, claimed: true}
 	if f.trigger != v1.Trigger_TRIGGER_MANUAL && !f.redo {
 		ok, err := e.claim(ctx, en, f, runID, e.cfg.Clock.Now())
 		if err != nil {
 			span.RecordError(err)
 			span.SetStatus(codes.Error, "claim")
 			e.log.Error("claim fire", "schedule", spec.GetName(), "run_id", runID, "err", err)
-			return runID, err
-		}
-		if !ok {
-			return runID, nil // decided before (by us or a previous leader)
+			c.claimed, c.err = false, err
+		} else if !ok {
+			c.claimed = false // decided before (by us or a previous leader)
 		}
 	}
-	// Claimed ahead of time (Lookahead): wait for the fire time itself.
+	return c
+}
+
+// finish decides a claimed fire at its time (the caller has waited for
+// it): skip, or call the runner, then publish the outcome. It returns the
+// run id.
+func (e *Engine) finish(ctx context.Context, spec *v1.ScheduleSpec, f fire, c prepared) (string, error) {
+	runID, span := c.runID, c.span
+	trig := attribute.String("trigger", triggerName(f.trigger))
 	if wait := f.at.Sub(e.cfg.Clock.Now()); wait > 0 {
+		// Not parked (no Run loop, or resumed at shutdown early): wait.
 		t := e.cfg.Clock.NewTimer(wait)
 		select {
 		case <-t.C():
@@ -474,7 +625,7 @@ func (e *Engine) dispatch(ctx context.Context, en *entry, spec *v1.ScheduleSpec,
 		e.m.fires.Add(ctx, 1, metric.WithAttributes(trig))
 		span.SetAttributes(attribute.String("taskyard.decision", "skipped"), attribute.String("taskyard.skip_reason", skip.String()))
 		e.m.skips.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", skipName(skip))))
-		e.publish(ctx, e.subj.RunSkipped(spec.GetName()), &v1.RunSkipped{
+		e.emit(ctx, f, e.subj.RunSkipped(spec.GetName()), &v1.RunSkipped{
 			RunId: runID, Schedule: spec.GetName(), Cluster: spec.GetCluster(),
 			ScheduledAt: timestamppb.New(f.at), DecidedAt: timestamppb.New(now),
 			Trigger: f.trigger, Reason: skip, Detail: detail, Instance: e.cfg.Instance,
@@ -529,7 +680,7 @@ func (e *Engine) dispatch(ctx context.Context, en *entry, spec *v1.ScheduleSpec,
 			msg.Error = err.Error()
 		}
 		e.log.Warn("dispatch failed", "schedule", spec.GetName(), "run_id", runID, "err", msg.Error, "failures", len(res.Failures))
-		e.publish(ctx, e.subj.RunDispatchFailed(spec.GetName()), msg, runID)
+		e.emit(ctx, f, e.subj.RunDispatchFailed(spec.GetName()), msg, runID)
 		if f.trigger == v1.Trigger_TRIGGER_MANUAL {
 			return runID, fmt.Errorf("run %s: dispatch failed: %s", runID, failureText(msg))
 		}
@@ -547,7 +698,7 @@ func (e *Engine) dispatch(ctx context.Context, en *entry, spec *v1.ScheduleSpec,
 		msg.Timeout = durationpb.New(to.AsDuration())
 	}
 	e.log.Info("dispatched", "schedule", spec.GetName(), "run_id", runID, "trigger", triggerName(f.trigger), "scheduled_at", f.at, "lag", start.Sub(f.at), "tasks", len(res.TaskIDs))
-	e.publish(ctx, e.subj.RunDispatched(spec.GetName()), msg, runID)
+	e.emit(ctx, f, e.subj.RunDispatched(spec.GetName()), msg, runID)
 	return runID, nil
 }
 
@@ -779,6 +930,34 @@ func (e *Engine) Next(name string) time.Time {
 		return en.next
 	}
 	return time.Time{}
+}
+
+// emit publishes the outcome of f: through the outbox for scheduled fires
+// while Run runs, inline for manual triggers (whose caller is told the
+// outcome only once it is published) and when there is no outbox.
+func (e *Engine) emit(ctx context.Context, f fire, subject string, m proto.Message, msgID string) {
+	if f.reply == nil {
+		e.mu.Lock()
+		out := e.outbox
+		e.mu.Unlock()
+		if out != nil {
+			// The dispatch's own context ends when dispatch returns; the
+			// outcome keeps only its values (the span, for traceparent).
+			out <- outcomeMsg{ctx: context.WithoutCancel(ctx), subject: subject, msg: m, id: msgID}
+			return
+		}
+	}
+	e.publish(ctx, subject, m, msgID)
+}
+
+// publishOutbox publishes outcomes until the outbox is closed and empty.
+func (e *Engine) publishOutbox(out <-chan outcomeMsg) {
+	defer e.publishers.Done()
+	for o := range out {
+		ctx, cancel := context.WithTimeout(o.ctx, e.cfg.DispatchTimeout)
+		e.publish(ctx, o.subject, o.msg, o.id)
+		cancel()
+	}
 }
 
 func (e *Engine) publish(ctx context.Context, subject string, m proto.Message, msgID string) {

@@ -85,3 +85,70 @@ func TestReleaseHandsOverAtOnceAndConflictDeposes(t *testing.T) {
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return !b.Leading() }, 2*time.Second, 10*time.Millisecond)
 }
+
+func TestRetryAfterAimsAtTheServersExpiry(t *testing.T) {
+	t.Parallel()
+	const (
+		ttl      = 10 * time.Second
+		interval = ttl / 4
+		fast     = 100 * time.Millisecond
+	)
+	w := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name string
+		now  time.Time
+		want time.Duration
+	}{
+		{"just renewed: wait one interval", w.Add(time.Second), interval},
+		{"expiry within an interval: wake just after it", w.Add(9 * time.Second), time.Second + 20*time.Millisecond},
+		{"expiry right now: the slack", w.Add(ttl), 20 * time.Millisecond},
+		{"past expiry, key still there: fast retries", w.Add(ttl + time.Second), fast},
+		{"far past expiry: clocks disagree, back to the interval", w.Add(ttl + interval + time.Second), interval},
+		{"written in our future: the interval", w.Add(-time.Minute), interval},
+	} {
+		require.Equal(t, tc.want, retryAfter(w, tc.now, ttl, interval, fast), tc.name)
+	}
+}
+
+// TestStandbyTakesOverAtExpiry: the standby's Create attempts follow the
+// key's expiry instead of a fixed poll, so after a crash it takes over
+// without polling every interval and well within one interval of the
+// expiry. The interval here is set far longer than the TTL so that a
+// standby that merely polled could not take over within the test's wait.
+func TestStandbyTakesOverAtExpiry(t *testing.T) {
+	t.Parallel()
+	const ttl = 2 * time.Second
+	kv := leasesKV(t, ttl)
+	a := New(kv, Key, "a", ttl, logging.Discard())
+	a.interval = 200 * time.Millisecond
+	stopA := run(t, a, false)
+	require.Eventually(t, a.Leading, 5*time.Second, 10*time.Millisecond)
+
+	b := New(kv, Key, "b", ttl, logging.Discard())
+	b.interval = time.Hour // only the expiry-aimed retries can elect b
+	run(t, b, false)
+	require.Never(t, b.Leading, 3*ttl/2, 20*time.Millisecond, "b must not lead while a renews")
+
+	stopA() // crash: no release
+	e, err := kv.Get(context.Background(), Key)
+	require.NoError(t, err)
+	require.Eventually(t, b.Leading, 10*ttl, 10*time.Millisecond, "b never took over after the key expired")
+	t.Logf("b leads %s after a's last write", time.Since(e.Created()))
+}
+
+// TestReleaseWakesTheStandby: a graceful release is seen through the
+// watch, not at the next poll.
+func TestReleaseWakesTheStandby(t *testing.T) {
+	t.Parallel()
+	const ttl = 10 * time.Second
+	kv := leasesKV(t, ttl)
+	a := New(kv, Key, "a", ttl, logging.Discard())
+	stopA := run(t, a, true)
+	require.Eventually(t, a.Leading, 5*time.Second, 10*time.Millisecond)
+	b := New(kv, Key, "b", ttl, logging.Discard())
+	b.interval = time.Hour
+	run(t, b, false)
+	require.Never(t, b.Leading, 500*time.Millisecond, 20*time.Millisecond)
+	stopA() // releases: deletes the key
+	require.Eventually(t, b.Leading, 5*time.Second, 10*time.Millisecond, "b was not woken by the release")
+}
