@@ -333,15 +333,11 @@ func TestFaultSchedulerLeaderKill(t *testing.T) {
 	took := first.GetDispatchedAt().AsTime().Sub(killedAt)
 	t.Logf("leader %s killed; standby %s dispatched %s (scheduled %s) %s later",
 		leader, first.GetInstance(), first.GetRunId(), first.GetScheduledAt().AsTime().Format(time.RFC3339Nano), took)
-	// The lease key expires TTL after the dead leader's last renewal (sent
-	// every TTL/4), and the standby tries to create it every TTL/4
-	// (services/scheduler/internal/lease): takeover comes 0.75–1.25 TTL
-	// after the kill, so the bound is TTL + TTL/4 + 1 s, not TTL + 1 s.
-	bound := leaseTTL + leaseTTL/4 + time.Second
-	require.LessOrEqual(t, took, bound, "standby fired %s after the leader died (lease TTL %s + renewal interval + 1 s allowed)", took, leaseTTL)
-	if took > leaseTTL+time.Second {
-		t.Logf("NOTE: takeover %s exceeded lease TTL + 1 s (the lease's polling interval)", took)
-	}
+	// The lease key expires TTL after the dead leader's last renewal, at
+	// most TTL after the kill; the standby aims its next Create at that
+	// expiry (services/scheduler/internal/lease) and, with catchUp: latest,
+	// fires the missed tick as soon as it leads.
+	require.LessOrEqual(t, took, leaseTTL+time.Second, "standby fired %s after the leader died (lease TTL %s + 1 s allowed)", took, leaseTTL)
 
 	// A few more fires from the new leader, then the old one comes back as
 	// standby.
