@@ -44,6 +44,8 @@ type Ingest struct {
 	Tail     *tail.Registry
 	// Unrouted counts records no route matched.
 	Unrouted atomic.Int64
+	// Now is the clock of the spool records' append time (time.Now when nil).
+	Now func() time.Time
 }
 
 // Record is an input-neutral record.
@@ -85,25 +87,35 @@ func (in *Ingest) Take(ctx context.Context, c *InputCounters, tag string, recs [
 	if in.Tail != nil {
 		in.Tail.Offer(evs)
 	}
-	per := make([][][]byte, len(in.Outputs))
+	// Every routed event is encoded once, framed as a spool record (the
+	// checksum computed here, in the input's goroutine), into one arena;
+	// per output the records it routes to are spans of the arena, and
+	// records next to each other go to the spool as one run.
+	type span struct{ start, end int }
+	per := make([][]span, len(in.Outputs))
 	size := 0
 	for i := range evs {
 		e := &evs[i]
-		size += 64 + len(e.Tag) + len(e.Cluster) + len(e.Service) + len(e.Container) + len(e.Task) + len(e.Source) + len(e.Level) + len(e.RunID) + len(e.Log) + len(e.Attrs)
+		size += 64 + spool.HeaderLen + len(e.Tag) + len(e.Cluster) + len(e.Service) + len(e.Container) + len(e.Task) + len(e.Source) + len(e.Level) + len(e.RunID) + len(e.Log) + len(e.Attrs)
 	}
 	arena := make([]byte, 0, size)
+	now := time.Now()
+	if in.Now != nil {
+		now = in.Now()
+	}
 	for i := range evs {
 		set := in.Routes.Match(&evs[i])
 		if set == 0 {
 			in.Unrouted.Add(1)
 			continue
 		}
-		start := len(arena)
+		var start int
+		arena, start = spool.BeginFrame(arena)
 		arena = evs[i].AppendBinary(arena)
-		rec := arena[start:len(arena):len(arena)]
+		spool.EndFrame(arena, start, now)
 		for o := range in.Outputs {
 			if set&(1<<o) != 0 {
-				per[o] = append(per[o], rec)
+				per[o] = append(per[o], span{start, len(arena)})
 			}
 		}
 	}
@@ -117,11 +129,21 @@ func (in *Ingest) Take(ctx context.Context, c *InputCounters, tag string, recs [
 		// larger than a small spool still gets through piece by piece.
 		for len(rs) > 0 {
 			n, size := 0, int64(0)
-			for n < len(rs) && (n == 0 || size+int64(len(rs[n])) <= out.Spool.MaxBytes()/4) {
-				size += int64(len(rs[n]))
+			for n < len(rs) && (n == 0 || size+int64(rs[n].end-rs[n].start) <= out.Spool.MaxBytes()/4) {
+				size += int64(rs[n].end - rs[n].start)
 				n++
 			}
-			cm, err := out.Spool.Append(ctx, rs[:n])
+			var runs [][]byte
+			runStart := rs[0].start
+			for k := 1; k <= n; k++ {
+				if k == n || rs[k].start != rs[k-1].end {
+					runs = append(runs, arena[runStart:rs[k-1].end:rs[k-1].end])
+					if k < n {
+						runStart = rs[k].start
+					}
+				}
+			}
+			cm, err := out.Spool.AppendFramed(ctx, runs)
 			if errors.Is(err, spool.ErrFull) {
 				out.Counters.DroppedRecords.Add(int64(n))
 				rs = rs[n:]

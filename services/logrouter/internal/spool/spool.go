@@ -101,7 +101,8 @@ type Spool struct {
 }
 
 type appendReq struct {
-	recs  [][]byte
+	// runs hold whole framed records (header and payload, see Frame).
+	runs  [][]byte
 	bytes int64
 	done  chan error
 }
@@ -353,9 +354,62 @@ func (s *Spool) readCheckpoint() (Pos, error) {
 // Append queues recs for the writer. It blocks while the spool is at its
 // quota (unless DropWhenFull). The returned Commit reports durability.
 func (s *Spool) Append(ctx context.Context, recs [][]byte) (*Commit, error) {
-	var n int64
+	n := 0
 	for _, r := range recs {
-		n += headerLen + int64(len(r))
+		n += headerLen + len(r)
+	}
+	buf := make([]byte, 0, n)
+	now := s.o.Now()
+	for _, r := range recs {
+		buf = Frame(buf, now, r)
+	}
+	return s.AppendFramed(ctx, [][]byte{buf})
+}
+
+// HeaderLen is the size of a record's header in the spool.
+const HeaderLen = headerLen
+
+// BeginFrame reserves the header of a record at the end of b; append the
+// payload, then call EndFrame with the returned start.
+func BeginFrame(b []byte) (framed []byte, start int) {
+	var h [headerLen]byte
+	return append(b, h[:]...), len(b)
+}
+
+// EndFrame completes the record begun at b[start] (its payload runs to
+// the end of b) with its length, append time and checksum.
+func EndFrame(b []byte, start int, now time.Time) {
+	h := b[start : start+headerLen]
+	body := b[start+headerLen:]
+	binary.BigEndian.PutUint32(h[0:4], uint32(len(body)))
+	binary.BigEndian.PutUint64(h[8:16], uint64(now.UnixNano()))
+	binary.BigEndian.PutUint32(h[4:8], crc(h[8:16], body))
+}
+
+// Frame appends rec framed as a spool record (header and payload) to b.
+func Frame(b []byte, now time.Time, rec []byte) []byte {
+	b, start := BeginFrame(b)
+	b = append(b, rec...)
+	EndFrame(b, start, now)
+	return b
+}
+
+// AppendFramed queues runs of records framed by Frame (or BeginFrame and
+// EndFrame), each run one or more whole records back to back. Checksums
+// are thus computed by the appending goroutines, in parallel, and the
+// writer writes each run as it is, without a copy; the caller must not
+// modify the runs afterwards. It blocks while the spool is at its quota
+// (unless DropWhenFull). The returned Commit reports durability.
+func (s *Spool) AppendFramed(ctx context.Context, runs [][]byte) (*Commit, error) {
+	var n int64
+	for _, run := range runs {
+		for off := 0; off < len(run); {
+			if len(run)-off < headerLen || uint64(binary.BigEndian.Uint32(run[off:])) > uint64(len(run)-off-headerLen) {
+				return nil, errors.New("spool: AppendFramed of a run that does not hold whole framed records")
+			}
+			off += headerLen + int(binary.BigEndian.Uint32(run[off:]))
+		}
+		n += int64(len(run))
 	}
 	if n > s.o.MaxBytes {
 		return nil, ErrTooLarge
@@ -390,7 +444,7 @@ func (s *Spool) Append(ctx context.Context, recs [][]byte) (*Commit, error) {
 	}
 	s.used += n
 	s.mu.Unlock()
-	r := &appendReq{recs: recs, bytes: n, done: make(chan error, 1)}
+	r := &appendReq{runs: runs, bytes: n, done: make(chan error, 1)}
 	select {
 	case s.reqs <- r:
 	case <-s.stop:
@@ -482,35 +536,30 @@ func (s *Spool) writeBatch(batch []*appendReq) error {
 	if werr != nil {
 		return werr
 	}
-	now := s.o.Now().UnixNano()
+	var first time.Time // append time of the batch's first record
 	s.buf = s.buf[:0]
-	var hdr [headerLen]byte
 	for _, r := range batch {
-		for _, rec := range r.recs {
-			if s.size > 0 && s.size+headerLen+int64(len(rec)) > s.o.SegmentBytes {
-				if err := s.rotate(); err != nil {
+		for _, run := range r.runs {
+			if first.IsZero() && len(run) > 0 {
+				first = time.Unix(0, int64(binary.BigEndian.Uint64(run[8:16])))
+			}
+			for len(run) > 0 {
+				n := s.fitting(run)
+				if n == 0 {
+					if err := s.rotate(); err != nil {
+						return s.fail(err)
+					}
+					continue
+				}
+				if err := s.write(run[:n]); err != nil {
 					return s.fail(err)
 				}
-			}
-			binary.BigEndian.PutUint32(hdr[0:4], uint32(len(rec)))
-			binary.BigEndian.PutUint64(hdr[8:16], uint64(now))
-			binary.BigEndian.PutUint32(hdr[4:8], crc(hdr[8:16], rec))
-			s.buf = append(s.buf, hdr[:]...)
-			s.buf = append(s.buf, rec...)
-			s.size += headerLen + int64(len(rec))
-			if len(s.buf) >= 1<<20 {
-				if _, err := s.f.Write(s.buf); err != nil {
-					return s.fail(fmt.Errorf("write spool segment: %w", err))
-				}
-				s.buf = s.buf[:0]
+				run = run[n:]
 			}
 		}
 	}
-	if len(s.buf) > 0 {
-		if _, err := s.f.Write(s.buf); err != nil {
-			return s.fail(fmt.Errorf("write spool segment: %w", err))
-		}
-		s.buf = s.buf[:0]
+	if err := s.flushBuf(); err != nil {
+		return s.fail(err)
 	}
 	if !s.o.NoSync {
 		if err := s.f.Sync(); err != nil {
@@ -519,13 +568,68 @@ func (s *Spool) writeBatch(batch []*appendReq) error {
 	}
 	s.mu.Lock()
 	s.segSizes[s.seg] = s.size
-	if s.oldest.IsZero() {
-		s.oldest = time.Unix(0, now)
+	if s.oldest.IsZero() && !first.IsZero() {
+		s.oldest = first
 	}
 	s.synced = Pos{Seg: s.seg, Off: s.size}
 	close(s.notify)
 	s.notify = make(chan struct{})
 	s.mu.Unlock()
+	return nil
+}
+
+// fitting returns how many bytes of whole records at the start of run fit
+// in the current segment: 0 when the segment must rotate first, and at
+// least one record in an empty segment (a record larger than a segment
+// gets a segment of its own).
+func (s *Spool) fitting(run []byte) int {
+	if s.size+int64(len(run)) <= s.o.SegmentBytes {
+		return len(run)
+	}
+	off := 0
+	for off < len(run) {
+		l := headerLen + int(binary.BigEndian.Uint32(run[off:]))
+		if s.size+int64(off+l) > s.o.SegmentBytes {
+			break
+		}
+		off += l
+	}
+	if off == 0 && s.size == 0 {
+		off = headerLen + int(binary.BigEndian.Uint32(run))
+	}
+	return off
+}
+
+// write appends b to the segment: small pieces are gathered into one
+// write, large ones are written as they are.
+func (s *Spool) write(b []byte) error {
+	s.size += int64(len(b))
+	if len(b) < 64<<10 {
+		s.buf = append(s.buf, b...)
+		if len(s.buf) < 1<<20 {
+			return nil
+		}
+		return s.flushBuf()
+	}
+	if err := s.flushBuf(); err != nil {
+		return err
+	}
+	if _, err := s.f.Write(b); err != nil {
+		return fmt.Errorf("write spool segment: %w", err)
+	}
+	return nil
+}
+
+// flushBuf writes the gathered small runs.
+func (s *Spool) flushBuf() error {
+	if len(s.buf) == 0 {
+		return nil
+	}
+	_, err := s.f.Write(s.buf)
+	s.buf = s.buf[:0]
+	if err != nil {
+		return fmt.Errorf("write spool segment: %w", err)
+	}
 	return nil
 }
 
@@ -539,11 +643,8 @@ func (s *Spool) fail(err error) error {
 
 // rotate flushes and fsyncs the current segment and starts the next.
 func (s *Spool) rotate() error {
-	if len(s.buf) > 0 {
-		if _, err := s.f.Write(s.buf); err != nil {
-			return fmt.Errorf("write spool segment: %w", err)
-		}
-		s.buf = s.buf[:0]
+	if err := s.flushBuf(); err != nil {
+		return err
 	}
 	if !s.o.NoSync {
 		if err := s.f.Sync(); err != nil {
