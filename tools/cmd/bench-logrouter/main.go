@@ -30,6 +30,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"runtime/trace"
 	"sort"
 	"strconv"
 	"strings"
@@ -81,6 +82,16 @@ func child(cfgPath string) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if path := os.Getenv("BENCH_TRACE"); path != "" {
+		f, err := os.Create(path + "." + filepath.Base(filepath.Dir(cfgPath)))
+		if err != nil {
+			return err
+		}
+		if err := trace.Start(f); err != nil {
+			return err
+		}
+		defer trace.Stop()
 	}
 	// As taskyard-logrouter does by default (--memory-limit 128MiB).
 	debug.SetMemoryLimit(128 << 20)
