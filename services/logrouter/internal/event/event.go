@@ -6,6 +6,7 @@ package event
 import (
 	"encoding/binary"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -255,13 +256,41 @@ func allPlain(w uint64) bool {
 // AppendJSONString appends s as a JSON string; invalid UTF-8 becomes U+FFFD.
 func AppendJSONString(b []byte, s string) []byte {
 	b = append(b, '"')
+	// Fast path: printable ASCII (eight plain bytes at a time), quotes and
+	// backslashes, written straight into room grown once. It stops at the
+	// first byte that needs more care; the loop below does the rest.
+	b = slices.Grow(b, 2*len(s)+8)
+	n, i := len(b), 0
+	out := b[:cap(b)]
+fast:
+	for i < len(s) {
+		for i+8 <= len(s) {
+			w := binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(s[i:]), 8))
+			if !allPlain(w) {
+				break
+			}
+			binary.LittleEndian.PutUint64(out[n:], w)
+			n, i = n+8, i+8
+		}
+		// Byte by byte up to and including the next quote or backslash.
+		for i < len(s) {
+			c := s[i]
+			if plain[c] {
+				out[n] = c
+				n, i = n+1, i+1
+				continue
+			}
+			if c != '"' && c != '\\' {
+				break fast
+			}
+			out[n], out[n+1] = '\\', c
+			n, i = n+2, i+1
+			break
+		}
+	}
+	b, s = out[:n], s[i:]
 	start := 0
 	for i := 0; i < len(s); {
-		// Runs of plain ASCII are the common case: skip them eight bytes at
-		// a time, then byte by byte up to the next byte needing care.
-		for i+8 <= len(s) && allPlain(binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(s[i:]), 8))) {
-			i += 8
-		}
 		for i < len(s) && plain[s[i]] {
 			i++
 		}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 )
@@ -14,7 +15,8 @@ import (
 // FuzzAppendJSONString: the output is always valid JSON and decodes to the
 // input with invalid UTF-8 replaced.
 func FuzzAppendJSONString(f *testing.F) {
-	for _, s := range []string{"", "plain", "quote\" back\\slash", "ctl\x00\x1f\n\t", "\xff\xfe", "é\u2028x", "\u2029"} {
+	for _, s := range []string{"", "plain", "quote\" back\\slash", "ctl\x00\x1f\n\t", "\xff\xfe", "é\u2028x", "\u2029",
+		`{"level":"info","msg":"a \"quoted\" word","path":"C:\\tmp"} tail`, "0123456789abcdef\"0123456789\\abcdef\x01xyz", "ascii then é then \"more\" then \xff"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -28,6 +30,9 @@ func FuzzAppendJSONString(f *testing.F) {
 		_ = json.Unmarshal(want, &w)
 		if got != w {
 			t.Fatalf("%q: got %q want %q", s, got, w)
+		}
+		if ref := refAppendJSONString([]byte("prefix"), s); !bytes.Equal(AppendJSONString([]byte("prefix"), s), ref) {
+			t.Fatalf("%q: got %s, earlier implementation %s", s, b, ref)
 		}
 	})
 }
@@ -133,4 +138,74 @@ func TestAllPlain(t *testing.T) {
 			}
 		}
 	}
+}
+
+// refAppendJSONString is the earlier implementation (plain runs skipped,
+// every other byte appended): the fuzz target holds AppendJSONString to
+// its exact bytes.
+func refAppendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		for i < len(s) && plain[s[i]] {
+			i++
+		}
+		if i >= len(s) {
+			break
+		}
+		c := s[i]
+		if c < utf8.RuneSelf {
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, `\u202`...)
+			b = append(b, hex[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+func BenchmarkAppendJSONString(b *testing.B) {
+	line := `{"level":"info","ts":"2026-11-21T19:01:27.123456789Z","msg":"processed batch","job":"nightly-report","batch":12345,"rows":1313,"duration_ms":17,"user":"svc-reporting","request_id":"9e3779b97f4a7c15"}`
+	buf := make([]byte, 0, 1024)
+	b.SetBytes(int64(len(line)))
+	b.Run("now", func(b *testing.B) {
+		for b.Loop() {
+			buf = AppendJSONString(buf[:0], line)
+		}
+	})
+	b.Run("earlier", func(b *testing.B) {
+		for b.Loop() {
+			buf = refAppendJSONString(buf[:0], line)
+		}
+	})
 }
