@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -63,22 +64,45 @@ type fwHandler struct {
 }
 
 func (h fwHandler) Accept(ctx context.Context, f *forward.Frame, wire int) (func(context.Context) error, error) {
-	recs := make([]Record, len(f.Entries))
-	for i, e := range f.Entries {
-		recs[i] = Record{Time: e.Time, Record: e.Record}
-	}
-	return h.in.Take(ctx, h.c, f.Tag, recs, wire)
+	return h.in.take(ctx, h.c, f.Tag, len(f.Entries), func(i int) (time.Time, record.Record) {
+		return f.Entries[i].Time, f.Entries[i].Record
+	}, wire)
 }
 
 // Take processes records from one input message of wire bytes.
 func (in *Ingest) Take(ctx context.Context, c *InputCounters, tag string, recs []Record, wire int) (func(context.Context) error, error) {
-	c.Records.Add(int64(len(recs)))
+	return in.take(ctx, c, tag, len(recs), func(i int) (time.Time, record.Record) { return recs[i].Time, recs[i].Record }, wire)
+}
+
+// evPool holds the event slices of finished takes (events are only needed
+// until they are encoded). Slices for more than maxPooledEvents are not kept.
+var evPool = sync.Pool{New: func() any { return new([]event.Event) }}
+
+const maxPooledEvents = 4096
+
+// take processes the n records rec(0) … rec(n-1).
+func (in *Ingest) take(ctx context.Context, c *InputCounters, tag string, n int, rec func(int) (time.Time, record.Record), wire int) (func(context.Context) error, error) {
+	c.Records.Add(int64(n))
 	c.Bytes.Add(int64(wire))
-	evs := make([]event.Event, 0, len(recs))
-	for i := range recs {
-		var e event.Event
-		if in.Pipeline.Process(tag, recs[i].Time, recs[i].Record, &e) {
-			evs = append(evs, e)
+	evp := evPool.Get().(*[]event.Event)
+	evs := *evp
+	if cap(evs) < n {
+		evs = make([]event.Event, 0, n)
+	}
+	defer func() {
+		if cap(evs) <= maxPooledEvents {
+			// Drop the strings (they point into the input frame) before reuse.
+			clear(evs[:n])
+			*evp = evs[:0]
+			evPool.Put(evp)
+		}
+	}()
+	evs = evs[:0]
+	for i := 0; i < n; i++ {
+		t, r := rec(i)
+		evs = evs[:len(evs)+1]
+		if !in.Pipeline.Process(tag, t, r, &evs[len(evs)-1]) {
+			evs = evs[:len(evs)-1]
 		}
 	}
 	if in.Window != nil {
