@@ -98,10 +98,11 @@ func (in *Ingest) take(ctx context.Context, c *InputCounters, tag string, n int,
 		}
 	}()
 	evs = evs[:0]
+	var memo pipeline.Memo
 	for i := 0; i < n; i++ {
 		t, r := rec(i)
 		evs = evs[:len(evs)+1]
-		if !in.Pipeline.Process(tag, t, r, &evs[len(evs)-1]) {
+		if !in.Pipeline.ProcessWith(&memo, tag, t, r, &evs[len(evs)-1]) {
 			evs = evs[:len(evs)-1]
 		}
 	}

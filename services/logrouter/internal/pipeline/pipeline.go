@@ -69,6 +69,36 @@ func New(c Config) *Pipeline {
 // Process builds the event for one record; ok is false when the record is
 // dropped by the ONLY_JSON policy.
 func (p *Pipeline) Process(tag string, t time.Time, rec record.Record, e *event.Event) (ok bool) {
+	return p.ProcessWith(nil, tag, t, rec, e)
+}
+
+// Memo remembers the tags last derived from ECS fields (cluster and task
+// from ARNs, service from a task definition): the records of one frame
+// mostly come from one task. A Memo is used by one goroutine at a time;
+// its zero value is ready.
+type Memo struct {
+	slots [3][2]string // memoCluster, memoTask, memoService: input, result
+}
+
+const (
+	memoCluster = iota
+	memoTask
+	memoService
+)
+
+func (m *Memo) derive(k int, in string, f func(string) string) string {
+	if m == nil {
+		return f(in)
+	}
+	slot := &m.slots[k]
+	if slot[0] != in || slot[1] == "" {
+		slot[0], slot[1] = in, f(in)
+	}
+	return slot[1]
+}
+
+// ProcessWith is Process with a memo of derived tags (nil: none).
+func (p *Pipeline) ProcessWith(m *Memo, tag string, t time.Time, rec record.Record, e *event.Event) (ok bool) {
 	p.C.Records.Add(1)
 	*e = event.Event{Time: t, Tag: tag}
 	var fs fields
@@ -134,14 +164,14 @@ func (p *Pipeline) Process(tag string, t time.Time, rec record.Record, e *event.
 
 	e.Cluster = fs.str(rec, fCluster)
 	if e.Cluster == "" {
-		e.Cluster = lastSegment(fs.str(rec, fECSCluster))
+		e.Cluster = m.derive(memoCluster, fs.str(rec, fECSCluster), lastSegment)
 	}
 	if e.Cluster == "" {
 		e.Cluster = p.c.DefaultCluster
 	}
 	e.Service = fs.str(rec, fService)
 	if e.Service == "" {
-		e.Service = ServiceFromTaskDefinition(fs.str(rec, fTaskDefinition))
+		e.Service = m.derive(memoService, fs.str(rec, fTaskDefinition), ServiceFromTaskDefinition)
 	}
 	if e.Service == "" {
 		e.Service = p.c.DefaultService
@@ -152,7 +182,7 @@ func (p *Pipeline) Process(tag string, t time.Time, rec record.Record, e *event.
 	}
 	e.Task = fs.str(rec, fTask)
 	if e.Task == "" {
-		e.Task = lastSegment(fs.str(rec, fTaskARN))
+		e.Task = m.derive(memoTask, fs.str(rec, fTaskARN), lastSegment)
 	}
 	e.Source = fs.str(rec, fSource)
 	e.RunID = fs.str(rec, fRunID)

@@ -119,3 +119,27 @@ func TestFieldsIndex(t *testing.T) {
 		require.Empty(t, empty.str(rec, k))
 	}
 }
+
+// TestProcessWithMemo: a memo shared by consecutive records gives every
+// record the tags Process gives it alone, as the ECS fields change.
+func TestProcessWithMemo(t *testing.T) {
+	t.Parallel()
+	p := New(Config{})
+	var m Memo
+	now := time.Unix(1700000000, 0)
+	arns := []string{"arn:aws:ecs:eu-west-1:1:task/prod/aaa", "arn:aws:ecs:eu-west-1:1:task/prod/bbb", "", "plain"}
+	tds := []string{"taskyard-job-etl:3", "arn:aws:ecs:eu-west-1:1:task-definition/billing:7", "", "x:1"}
+	clusters := []string{"arn:aws:ecs:eu-west-1:1:cluster/prod", "staging", ""}
+	for i := 0; i < 60; i++ {
+		rec := record.Record{{Key: "log", Str: "line", IsStr: true}}
+		for k, v := range map[string]string{"ecs_task_arn": arns[i/2%len(arns)], "ecs_task_definition": tds[i/3%len(tds)], "ecs_cluster": clusters[i/5%len(clusters)]} {
+			if v != "" {
+				rec = append(rec, record.Field{Key: k, Str: v, IsStr: true})
+			}
+		}
+		var want, got event.Event
+		require.True(t, p.Process("t", now, rec, &want))
+		require.True(t, p.ProcessWith(&m, "t", now, rec, &got))
+		require.Equal(t, want, got, "record %d", i)
+	}
+}
