@@ -37,23 +37,47 @@ func NewWindow(now time.Time) *Window { return &Window{start: now, m: map[key]*a
 func (w *Window) Add(evs []event.Event) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	var (
+		a            *agg
+		last         key
+		level        string // the level of the pending run
+		levelRecords int64
+	)
+	flushLevel := func() {
+		if levelRecords == 0 {
+			return
+		}
+		if _, ok := a.byLevel[level]; ok {
+			a.byLevel[level] += levelRecords
+		} else {
+			a.byLevel[strings.Clone(level)] = levelRecords
+		}
+		levelRecords = 0
+	}
 	for i := range evs {
 		e := &evs[i]
-		// Strings may point into a whole input frame: keys are cloned on
-		// insert so the window does not keep frames alive.
-		k := key{e.Cluster, e.Service}
-		a := w.m[k]
-		if a == nil {
-			a = &agg{byLevel: map[string]int64{}}
-			w.m[key{strings.Clone(e.Cluster), strings.Clone(e.Service)}] = a
+		// Consecutive events mostly share cluster, service and level: the
+		// maps are looked up once per run of them.
+		if a == nil || e.Cluster != last.cluster || e.Service != last.service {
+			if a != nil {
+				flushLevel()
+			}
+			last = key{e.Cluster, e.Service}
+			a = w.m[last]
+			if a == nil {
+				a = &agg{byLevel: map[string]int64{}}
+				// Strings may point into a whole input frame: keys are cloned on
+				// insert so the window does not keep frames alive.
+				w.m[key{strings.Clone(e.Cluster), strings.Clone(e.Service)}] = a
+			}
 		}
+		if levelRecords > 0 && e.Level != level {
+			flushLevel()
+		}
+		level = e.Level
+		levelRecords++
 		a.records++
 		a.bytes += int64(len(e.Log))
-		if _, ok := a.byLevel[e.Level]; ok {
-			a.byLevel[e.Level]++
-		} else {
-			a.byLevel[strings.Clone(e.Level)] = 1
-		}
 		if e.RunID != "" {
 			if a.byRun == nil {
 				a.byRun = map[string]int64{}
@@ -64,6 +88,9 @@ func (w *Window) Add(evs []event.Event) {
 				a.byRun[strings.Clone(e.RunID)] = 1
 			}
 		}
+	}
+	if a != nil {
+		flushLevel()
 	}
 }
 
