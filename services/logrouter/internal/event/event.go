@@ -238,55 +238,29 @@ var plain = func() (t [256]bool) {
 	return t
 }()
 
-const (
-	lsb = 0x0101010101010101
-	msb = 0x8080808080808080
-)
-
-// allPlain reports whether the 8 bytes of w are all plain ASCII (plain[c]).
-// It may report false for plain bytes (the caller then goes byte by byte)
-// but never true for a byte that needs care.
-func allPlain(w uint64) bool {
-	ctl := (w - 0x20*lsb) &^ w // high bit set for bytes below 0x20
-	q := w ^ '"'*lsb
-	bs := w ^ '\\'*lsb
-	return (w|ctl|(q-lsb)&^q|(bs-lsb)&^bs)&msb == 0 // w's high bits: non-ASCII
-}
-
 // AppendJSONString appends s as a JSON string; invalid UTF-8 becomes U+FFFD.
 func AppendJSONString(b []byte, s string) []byte {
 	b = append(b, '"')
-	// Fast path: printable ASCII (eight plain bytes at a time), quotes and
-	// backslashes, written straight into room grown once. It stops at the
-	// first byte that needs more care; the loop below does the rest.
-	b = slices.Grow(b, 2*len(s)+8)
+	// Fast path: printable ASCII, quotes and backslashes, copied byte by
+	// byte into room grown once (a log line that is JSON has a quote every
+	// few bytes, so runs are short). It stops at the first byte that needs
+	// more care; the loop below does the rest.
+	b = slices.Grow(b, 2*len(s)+1)
 	n, i := len(b), 0
-	out := b[:cap(b)]
-fast:
-	for i < len(s) {
-		for i+8 <= len(s) {
-			w := binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(s[i:]), 8))
-			if !allPlain(w) {
-				break
-			}
-			binary.LittleEndian.PutUint64(out[n:], w)
-			n, i = n+8, i+8
+	out := b[:n+2*len(s)] // room for every byte escaped as two
+	for ; i < len(s); i++ {
+		c := s[i]
+		if plain[c] {
+			out[n] = c
+			n++
+			continue
 		}
-		// Byte by byte up to and including the next quote or backslash.
-		for i < len(s) {
-			c := s[i]
-			if plain[c] {
-				out[n] = c
-				n, i = n+1, i+1
-				continue
-			}
-			if c != '"' && c != '\\' {
-				break fast
-			}
-			out[n], out[n+1] = '\\', c
-			n, i = n+2, i+1
+		if c != '"' && c != '\\' {
 			break
 		}
+		out[n] = '\\'
+		out[n+1] = c
+		n += 2
 	}
 	b, s = out[:n], s[i:]
 	start := 0

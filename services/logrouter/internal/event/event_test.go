@@ -122,24 +122,6 @@ func FuzzUnmarshal(f *testing.F) {
 	})
 }
 
-// TestAllPlain: for every byte value at every position of a word of plain
-// bytes, allPlain is true exactly when the byte is plain.
-func TestAllPlain(t *testing.T) {
-	t.Parallel()
-	for _, fill := range []byte{'a', ' ', '~', '0'} {
-		for pos := 0; pos < 8; pos++ {
-			for c := 0; c < 256; c++ {
-				var w [8]byte
-				for i := range w {
-					w[i] = fill
-				}
-				w[pos] = byte(c)
-				require.Equal(t, plain[c], allPlain(binary.LittleEndian.Uint64(w[:])), "fill %#x pos %d byte %#x", fill, pos, c)
-			}
-		}
-	}
-}
-
 // refAppendJSONString is the earlier implementation (plain runs skipped,
 // every other byte appended): the fuzz target holds AppendJSONString to
 // its exact bytes.
