@@ -27,7 +27,7 @@ run: ## Run the whole system in one process (taskyard dev): embedded NATS, exec 
 	go run ./tools/cmd/taskyard dev --schedules examples/schedules --clusters examples/clusters --data $(DATA)
 
 .PHONY: test
-test: vet unit proto-check ## vet + go test -race for every module + proto-check (what CI runs).
+test: vet unit proto-check e2e ## vet + go test -race for every module + proto-check + e2e (what CI runs; e2e skips without Docker).
 
 .PHONY: vet
 vet: ## go vet every module.
