@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"strconv"
 )
@@ -185,11 +184,7 @@ func levelKey(q []byte, esc bool) int {
 func scanString(b []byte, i int) (int, bool) {
 	esc := false
 	for i++; i < len(b); {
-		// Runs of plain bytes are the common case: skip them eight at a
-		// time, then byte by byte up to the next special one.
-		for i+8 <= len(b) && !hasSpecial(binary.LittleEndian.Uint64(b[i:])) {
-			i += 8
-		}
+		// Runs of plain bytes are the common case: skip them in a tight loop.
 		for i < len(b) && strPlain[b[i]] {
 			i++
 		}
@@ -220,21 +215,6 @@ func scanString(b []byte, i int) (int, bool) {
 		}
 	}
 	return -1, false
-}
-
-const (
-	lsb = 0x0101010101010101
-	msb = 0x8080808080808080
-)
-
-// hasSpecial reports whether one of the 8 bytes of w may be a control
-// character, a quote or a backslash. It has no false negatives; a false
-// positive only sends the caller to its byte-by-byte loop.
-func hasSpecial(w uint64) bool {
-	ctl := (w - 0x20*lsb) &^ w // high bit set for bytes below 0x20
-	q := w ^ '"'*lsb
-	bs := w ^ '\\'*lsb
-	return (ctl|(q-lsb)&^q|(bs-lsb)&^bs)&msb != 0
 }
 
 // scanNumber returns the index after the valid number starting at b[i]

@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -198,22 +197,3 @@ func BenchmarkScanJSON(b *testing.B) {
 	})
 }
 
-// TestHasSpecial: for every byte value at every position of a word of
-// plain bytes, hasSpecial is true exactly when strPlain says the byte is
-// special (no false negatives; no false positives on a single special byte).
-func TestHasSpecial(t *testing.T) {
-	t.Parallel()
-	for _, fill := range []byte{'a', ' ', 0x80, 0xff, '0'} {
-		for pos := 0; pos < 8; pos++ {
-			for c := 0; c < 256; c++ {
-				var w [8]byte
-				for i := range w {
-					w[i] = fill
-				}
-				w[pos] = byte(c)
-				got := hasSpecial(binary.LittleEndian.Uint64(w[:]))
-				require.Equal(t, !strPlain[c], got, "fill %#x pos %d byte %#x", fill, pos, c)
-			}
-		}
-	}
-}
