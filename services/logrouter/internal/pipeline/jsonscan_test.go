@@ -196,4 +196,3 @@ func BenchmarkScanJSON(b *testing.B) {
 		}
 	})
 }
-
