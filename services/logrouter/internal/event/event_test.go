@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -188,6 +189,102 @@ func BenchmarkAppendJSONString(b *testing.B) {
 	b.Run("earlier", func(b *testing.B) {
 		for b.Loop() {
 			buf = refAppendJSONString(buf[:0], line)
+		}
+	})
+}
+
+// refAppendLine is the earlier rendering (everything formatted per event):
+// the Renderer must give the same bytes.
+func refAppendLine(e *Event, b []byte) []byte {
+	b = append(b, `{"time":"`...)
+	b = e.Time.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, '"')
+	b = appendField(b, "cluster", e.Cluster)
+	b = appendField(b, "service", e.Service)
+	b = appendField(b, "container", e.Container)
+	b = appendField(b, "task", e.Task)
+	b = appendField(b, "source", e.Source)
+	b = appendField(b, "level", e.Level)
+	if e.RunID != "" {
+		b = appendField(b, "run_id", e.RunID)
+	}
+	if e.Tag != "" {
+		b = appendField(b, "tag", e.Tag)
+	}
+	b = appendField(b, "log", e.Log)
+	if e.Flags&FlagTruncated != 0 {
+		b = append(b, `,"truncated":true`...)
+	}
+	if len(e.Attrs) > 0 {
+		b = append(b, `,"attributes":`...)
+		b = append(b, e.Attrs...)
+	}
+	return append(b, '}', '\n')
+}
+
+// TestRenderer: a Renderer used for a long run of events — tags that
+// repeat and change, times within and across seconds, nanoseconds with and
+// without trailing zeros, years at and beyond four digits, other
+// locations — renders every event exactly as the per-event formatting did.
+func TestRenderer(t *testing.T) {
+	t.Parallel()
+	cet := time.FixedZone("CET", 3600)
+	times := []time.Time{
+		time.Date(2026, 11, 21, 19, 1, 27, 123456789, time.UTC),
+		time.Date(2026, 11, 21, 19, 1, 27, 123456000, time.UTC),
+		time.Date(2026, 11, 21, 19, 1, 27, 0, time.UTC),
+		time.Date(2026, 11, 21, 19, 1, 28, 100, time.UTC),
+		time.Date(2026, 11, 21, 20, 1, 28, 500000000, cet),
+		time.Date(1969, 12, 31, 23, 59, 59, 999999999, time.UTC),
+		time.Date(0, 1, 1, 0, 0, 0, 1, time.UTC),
+		time.Date(9999, 12, 31, 23, 59, 59, 10, time.UTC),
+		time.Date(10000, 1, 1, 0, 0, 0, 10, time.UTC),
+		time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Unix(0, 0),
+	}
+	var r Renderer
+	var got, want []byte
+	for i := 0; i < 400; i++ {
+		e := Event{
+			Time: times[i/3%len(times)], Cluster: []string{"prod", "dev"}[i/50%2], Service: "etl", Container: "web", Task: "t1",
+			Source: "stdout", Level: []string{"info", "info", "error"}[i/7%3], Log: fmt.Sprintf(`{"level":"info","n":%d,"q":"a\"b"}`, i),
+		}
+		if i%11 == 0 {
+			e.RunID = "run-1"
+		}
+		if i%13 < 6 {
+			e.Tag = "ecs.app"
+		}
+		if i%4 == 0 {
+			e.Attrs = []byte(e.Log)
+			e.Flags = FlagJSON
+		}
+		if i%17 == 0 {
+			e.Flags |= FlagTruncated
+		}
+		got = r.AppendLine(got[:0], &e, FormatJSON)
+		want = refAppendLine(&e, want[:0])
+		require.Equal(t, string(want), string(got), "event %d", i)
+		require.Equal(t, string(want), string(e.AppendLine(nil, FormatJSON)), "event %d", i)
+		require.Equal(t, e.Log+"\n", string(r.AppendLine(nil, &e, FormatRaw)))
+	}
+}
+
+func BenchmarkRenderer(b *testing.B) {
+	e := Event{Time: time.Date(2026, 11, 21, 19, 1, 27, 123456789, time.UTC), Tag: "ecs.app", Cluster: "prod", Service: "nightly-report", Container: "app",
+		Task: "0f1e2d3c4b5a69788796a5b4c3d2e1f0", Source: "stdout", Level: "info",
+		Log: `{"level":"info","ts":"2026-11-21T19:01:27.123456789Z","msg":"processed batch","job":"nightly-report","batch":12345,"rows":1313,"duration_ms":17,"user":"svc-reporting","request_id":"9e3779b97f4a7c15"}`}
+	e.Attrs, e.Flags = []byte(e.Log), FlagJSON
+	buf := make([]byte, 0, 4096)
+	b.Run("renderer", func(b *testing.B) {
+		var r Renderer
+		for b.Loop() {
+			buf = r.AppendLine(buf[:0], &e, FormatJSON)
+		}
+	})
+	b.Run("per-event", func(b *testing.B) {
+		for b.Loop() {
+			buf = refAppendLine(&e, buf[:0])
 		}
 	})
 }

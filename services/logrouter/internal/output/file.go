@@ -19,6 +19,7 @@ type Writer struct {
 	Counters *Counters
 	mu       sync.Mutex
 	buf      []byte
+	r        event.Renderer
 }
 
 // Deliver writes every event.
@@ -27,7 +28,7 @@ func (w *Writer) Deliver(_ context.Context, evs []event.Event, end spool.Pos) (s
 	defer w.mu.Unlock()
 	w.buf = w.buf[:0]
 	for i := range evs {
-		w.buf = evs[i].AppendLine(w.buf, w.Format)
+		w.buf = w.r.AppendLine(w.buf, &evs[i], w.Format)
 	}
 	if _, err := w.W.Write(w.buf); err != nil {
 		return spool.Pos{}, fmt.Errorf("write: %w", err)
@@ -61,6 +62,7 @@ type File struct {
 	f    *os.File
 	size int64
 	buf  []byte
+	r    event.Renderer
 }
 
 func (s *File) open() error {
@@ -122,7 +124,7 @@ func (s *File) Deliver(_ context.Context, evs []event.Event, end spool.Pos) (spo
 	}
 	for i := range evs {
 		before := len(s.buf)
-		s.buf = evs[i].AppendLine(s.buf, s.Format)
+		s.buf = s.r.AppendLine(s.buf, &evs[i], s.Format)
 		if s.MaxBytes > 0 && s.size+int64(len(s.buf)) > s.MaxBytes && s.size+int64(before) > 0 {
 			line := append([]byte(nil), s.buf[before:]...)
 			s.buf = s.buf[:before]

@@ -67,6 +67,7 @@ type Sink struct {
 	lastEnd spool.Pos
 	seq     atomic.Int64
 	line    []byte
+	render  event.Renderer
 }
 
 // New returns the sink.
@@ -102,7 +103,7 @@ func (s *Sink) Deliver(_ context.Context, evs []event.Event, end spool.Pos) (spo
 			g.zw, _ = gzip.NewWriterLevel(&g.buf, gzip.DefaultCompression)
 			s.open[pre+"\x00"+suf] = g
 		}
-		s.line = evs[i].AppendLine(s.line[:0], s.c.Format)
+		s.line = s.render.AppendLine(s.line[:0], &evs[i], s.c.Format)
 		_, _ = g.zw.Write(s.line)
 		g.raw += int64(len(s.line))
 		g.records++
