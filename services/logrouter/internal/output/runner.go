@@ -135,6 +135,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	defer r.Sink.Close()
 
 	rd := r.Spool.NewReader()
+	rd.SetOwned(true)
 	defer rd.Close()
 	var evs []event.Event
 	for {
@@ -155,19 +156,12 @@ func (r *Runner) Run(ctx context.Context) error {
 			return fmt.Errorf("output %s: read spool: %w", r.Name, err)
 		}
 		if len(b.Records) > 0 {
-			// One copy of the batch backs every string of its events (the
-			// reader's buffer is reused by the next Next).
-			size := 0
-			for _, rec := range b.Records {
-				size += len(rec)
-			}
-			arena := make([]byte, 0, size)
+			// The batch's read buffer (its own: the reader is SetOwned)
+			// backs every string of its events.
 			evs = evs[:0]
 			for _, rec := range b.Records {
 				var e event.Event
-				start := len(arena)
-				arena = append(arena, rec...)
-				if err := e.UnmarshalShared(arena[start:]); err != nil {
+				if err := e.UnmarshalShared(rec); err != nil {
 					r.Counters.Errors.Add(1)
 					r.Log.Error("undecodable spool record skipped", "output", r.Name, "err", err)
 					continue

@@ -16,7 +16,17 @@ type Reader struct {
 	pos Pos
 	f   *os.File
 	buf []byte
+	// avg is the mean framed size of the records of the last full read,
+	// which sizes the next read.
+	avg int
+	// owned: every read goes to a fresh buffer, so records stay valid.
+	owned bool
 }
+
+// SetOwned makes the records of every batch stay valid after later calls
+// (each read goes to a buffer of its own instead of a reused one), so a
+// caller that keeps them needs no copy.
+func (r *Reader) SetOwned(owned bool) { r.owned = owned }
 
 // NewReader starts at the committed position.
 func (s *Spool) NewReader() *Reader {
@@ -25,8 +35,8 @@ func (s *Spool) NewReader() *Reader {
 	return &Reader{s: s, pos: s.committed}
 }
 
-// Batch is what Next returns: record payloads (valid until the next call)
-// and the position after the last one.
+// Batch is what Next returns: record payloads (valid until the next call
+// unless the reader is SetOwned) and the position after the last one.
 type Batch struct {
 	Records [][]byte
 	End     Pos
@@ -121,8 +131,13 @@ func (r *Reader) read(synced Pos, maxRecords, maxBytes int) (Batch, error) {
 		return Batch{End: r.pos}, nil
 	}
 	want := min(limit-r.pos.Off, int64(max(maxBytes, headerLen)))
+	if r.avg > 0 {
+		// About what maxRecords records take, not a whole maxBytes: the
+		// rest of a larger read would be read again next time.
+		want = min(want, int64(r.avg)*int64(maxRecords)*5/4)
+	}
 	want = max(want, min(limit-r.pos.Off, 64<<10))
-	if int64(cap(r.buf)) < want {
+	if r.owned || int64(cap(r.buf)) < want {
 		r.buf = make([]byte, want)
 	}
 	buf := r.buf[:want]
@@ -157,12 +172,15 @@ func (r *Reader) read(synced Pos, maxRecords, maxBytes int) (Batch, error) {
 			r.skipCorrupt(synced)
 			break
 		}
-		b.Records = append(b.Records, body)
+		b.Records = append(b.Records, body[:len(body):len(body)])
 		off += headerLen + l
 		r.pos.Off += int64(headerLen + l)
 		if off >= maxBytes {
 			break
 		}
+	}
+	if len(b.Records) > 0 {
+		r.avg = off / len(b.Records)
 	}
 	if r.pos.Off >= limit && r.pos.Seg < synced.Seg {
 		end := r.pos

@@ -298,3 +298,36 @@ func TestAppendFramedRefusesUnframed(t *testing.T) {
 	}
 	require.Zero(t, s.Bytes())
 }
+
+// TestReaderOwned: records of an owned reader stay intact after later
+// reads; batches of few records read about what they need, and a record
+// larger than the estimate is still read whole.
+func TestReaderOwned(t *testing.T) {
+	t.Parallel()
+	s := open(t, t.TempDir(), Options{SegmentBytes: 1 << 20, MaxBytes: 1 << 24})
+	var want []string
+	for i := 0; i < 300; i++ {
+		rec := fmt.Sprintf("rec-%03d-%s", i, strings.Repeat("z", i%40))
+		if i == 250 {
+			rec += strings.Repeat("large", 20000)
+		}
+		want = append(want, rec)
+	}
+	for i := 0; i < len(want); i += 50 {
+		appendWait(t, s, want[i:i+50]...)
+	}
+	r := s.NewReader()
+	r.SetOwned(true)
+	defer r.Close()
+	var kept [][]byte
+	for r.Pending() {
+		b, err := r.Next(context.Background(), 7, 1<<20, 0)
+		require.NoError(t, err)
+		require.LessOrEqual(t, len(b.Records), 7)
+		kept = append(kept, b.Records...)
+	}
+	require.Len(t, kept, len(want))
+	for i := range want {
+		require.Equal(t, want[i], string(kept[i]))
+	}
+}
