@@ -558,11 +558,11 @@ func (r *reader) recordValue() (record.Record, error) {
 		if err != nil {
 			return nil, fmt.Errorf("map key: %w", err)
 		}
-		if !utf8.Valid(key) {
-			return nil, fmt.Errorf("map key %q: %w", key, errInvalidUTF8)
-		}
 		f := &rec[k]
-		if f.Key = intern(key); f.Key == "" {
+		if f.Key = intern(key); f.Key == "" { // interned keys are known UTF-8
+			if !utf8.Valid(key) {
+				return nil, fmt.Errorf("map key %q: %w", key, errInvalidUTF8)
+			}
 			f.Key = r.text(key)
 		}
 		c, err := r.peek()
