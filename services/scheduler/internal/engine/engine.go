@@ -32,6 +32,7 @@ import (
 	"log/slog"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -164,7 +165,7 @@ type Engine struct {
 
 	// outbox carries outcomes to the publisher goroutines while Run runs
 	// (nil otherwise: outcomes are published inline).
-	outbox     chan outcomeMsg
+	outbox     atomic.Pointer[chan outcomeMsg]
 	publishers sync.WaitGroup
 
 	amu     sync.Mutex
@@ -337,7 +338,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	// even when the instance is told to stop, or it would be lost.
 	e.baseCtx = context.WithoutCancel(ctx)
 	out := make(chan outcomeMsg, 4096)
-	e.outbox = out
+	e.outbox.Store(&out)
 	e.running = true
 	e.mu.Unlock()
 	for i := 0; i < outboxPublishers; i++ {
@@ -346,9 +347,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	// Last: every claimed fire is decided, then every outcome published.
 	defer func() {
-		e.mu.Lock()
-		e.outbox = nil
-		e.mu.Unlock()
+		e.outbox.Store(nil)
 		close(out)
 		e.publishers.Wait()
 	}()
@@ -385,8 +384,8 @@ func (e *Engine) Run(ctx context.Context) error {
 		e.mu.Lock()
 		now := e.cfg.Clock.Now()
 		// Claimed fires run even after leadership was lost: they were
-		// decided while leading.
-		e.resumeDue(now)
+		// decided while leading. They start after e.mu is released.
+		due := e.popDue(now)
 		var next time.Time
 		if len(e.parked) > 0 {
 			next = e.parked[0].f.at
@@ -405,6 +404,9 @@ func (e *Engine) Run(ctx context.Context) error {
 			tc = timer.C()
 		}
 		e.mu.Unlock()
+		for _, p := range due {
+			go e.resume(p)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -534,13 +536,14 @@ func (h *parkedHeap) Pop() any {
 	return p
 }
 
-// resumeDue starts every parked fire whose time has come, earliest first.
+// popDue takes every parked fire whose time has come, earliest first.
 // e.mu held.
-func (e *Engine) resumeDue(now time.Time) {
+func (e *Engine) popDue(now time.Time) []*parkedFire {
+	var due []*parkedFire
 	for len(e.parked) > 0 && !e.parked[0].f.at.After(now) {
-		p := heap.Pop(&e.parked).(*parkedFire)
-		go e.resume(p)
+		due = append(due, heap.Pop(&e.parked).(*parkedFire))
 	}
+	return due
 }
 
 // resume finishes a parked fire and goes on with its entry's queue.
@@ -937,13 +940,10 @@ func (e *Engine) Next(name string) time.Time {
 // outcome only once it is published) and when there is no outbox.
 func (e *Engine) emit(ctx context.Context, f fire, subject string, m proto.Message, msgID string) {
 	if f.reply == nil {
-		e.mu.Lock()
-		out := e.outbox
-		e.mu.Unlock()
-		if out != nil {
+		if out := e.outbox.Load(); out != nil {
 			// The dispatch's own context ends when dispatch returns; the
 			// outcome keeps only its values (the span, for traceparent).
-			out <- outcomeMsg{ctx: context.WithoutCancel(ctx), subject: subject, msg: m, id: msgID}
+			*out <- outcomeMsg{ctx: context.WithoutCancel(ctx), subject: subject, msg: m, id: msgID}
 			return
 		}
 	}

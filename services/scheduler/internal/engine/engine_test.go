@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -97,6 +98,8 @@ type harness struct {
 	state  jetstream.KeyValue
 	mu     sync.Mutex
 	events []proto.Message
+	cancel context.CancelFunc // stops Run
+	done   chan struct{}      // closed when Run returned
 }
 
 func newHarness(t *testing.T, now time.Time, profiles map[string]*schedule.Profile) *harness {
@@ -138,6 +141,7 @@ func newHarnessAhead(t *testing.T, now time.Time, profiles map[string]*schedule.
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { _ = h.eng.Run(rctx); close(done) }()
+	h.cancel, h.done = cancel, done
 	t.Cleanup(func() { cancel(); <-done })
 	return h
 }
@@ -472,6 +476,96 @@ func TestClaimAheadRunsOnTime(t *testing.T) {
 	h.clk.Set(fireAt)
 	require.Eventually(t, func() bool { return h.run.count() == 1 }, 5*time.Second, time.Millisecond)
 	require.True(t, fireAt.Equal(h.run.times()[0]))
+}
+
+// claimAhead moves the clock to the engine's claim-ahead wake-up and
+// waits until n schedules have claimed fireAt in KV.
+func (h *harness) claimAhead(fireAt time.Time, names ...string) {
+	h.t.Helper()
+	var at time.Time
+	require.Eventually(h.t, func() bool { var ok bool; at, ok = h.clk.NextTimer(); return ok && at.Before(fireAt) }, 5*time.Second, time.Millisecond)
+	h.clk.Set(at)
+	for _, name := range names {
+		require.Eventually(h.t, func() bool {
+			e, err := h.state.Get(context.Background(), name)
+			if err != nil {
+				return false
+			}
+			st := &v1.ScheduleState{}
+			return proto.Unmarshal(e.Value(), st) == nil && st.LastFire.AsTime().Equal(fireAt)
+		}, 10*time.Second, time.Millisecond, "claim of %s", name)
+	}
+}
+
+// TestParkedBurstRunsAtItsTime: a few hundred fires due at the same
+// instant are claimed ahead, parked, and all handed to the runner at the
+// fire time, each once, with every outcome published.
+func TestParkedBurstRunsAtItsTime(t *testing.T) {
+	t.Parallel()
+	t0 := mustTime(t, "2026-06-01T10:00:00Z")
+	h := newHarnessAhead(t, t0, nil, 500*time.Millisecond)
+	var names []string
+	for i := 0; i < 300; i++ {
+		name := fmt.Sprintf("burst-%03d", i)
+		names = append(names, name)
+		require.NoError(t, h.eng.Upsert(spec(name, "rate(1 minute)", "UTC")))
+	}
+	h.lead.set(true)
+	fireAt := t0.Add(time.Minute)
+	h.claimAhead(fireAt, names...)
+	require.Zero(t, h.run.count(), "nothing runs before the fire time")
+	h.clk.Set(fireAt)
+	require.Eventually(t, func() bool { return h.ofType("RunDispatched") == len(names) }, 10*time.Second, time.Millisecond)
+	require.Equal(t, len(names), h.run.count())
+	for _, at := range h.run.times() {
+		require.True(t, fireAt.Equal(at))
+	}
+	seen := map[string]bool{}
+	h.mu.Lock()
+	for _, m := range h.events {
+		if d, ok := m.(*v1.RunDispatched); ok {
+			require.False(t, seen[d.GetRunId()], "run %s published twice", d.GetRunId())
+			seen[d.GetRunId()] = true
+		}
+	}
+	h.mu.Unlock()
+}
+
+// TestParkedFireRunsAfterLeadershipLossAndOnShutdown: a fire claimed
+// ahead is decided; it is run at its time even when the leadership is lost
+// or the engine is told to stop in between.
+func TestParkedFireRunsAfterLeadershipLossAndOnShutdown(t *testing.T) {
+	t.Parallel()
+	t0 := mustTime(t, "2026-06-01T10:00:00Z")
+	fireAt := t0.Add(time.Minute)
+
+	h := newHarnessAhead(t, t0, nil, 500*time.Millisecond)
+	require.NoError(t, h.eng.Upsert(spec("lost", "rate(1 minute)", "UTC")))
+	h.lead.set(true)
+	h.claimAhead(fireAt, "lost")
+	h.lead.set(false)
+	require.Eventually(t, func() bool { return !h.eng.Leading() }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { n, ok := h.clk.NextTimer(); return ok && n.Equal(fireAt) }, 5*time.Second, time.Millisecond)
+	require.Zero(t, h.run.count())
+	h.clk.Set(fireAt)
+	require.Eventually(t, func() bool { return h.run.count() == 1 && h.ofType("RunDispatched") == 1 }, 5*time.Second, time.Millisecond)
+
+	h2 := newHarnessAhead(t, t0, nil, 500*time.Millisecond)
+	require.NoError(t, h2.eng.Upsert(spec("stopping", "rate(1 minute)", "UTC")))
+	h2.lead.set(true)
+	h2.claimAhead(fireAt, "stopping")
+	h2.cancel()
+	select {
+	case <-h2.done:
+		t.Fatal("Run returned before its claimed fire was run")
+	case <-time.After(100 * time.Millisecond):
+	}
+	require.Eventually(t, func() bool { n, ok := h2.clk.NextTimer(); return ok && n.Equal(fireAt) }, 5*time.Second, time.Millisecond)
+	h2.clk.Set(fireAt)
+	<-h2.done
+	require.Equal(t, 1, h2.run.count())
+	require.True(t, fireAt.Equal(h2.run.times()[0]))
+	require.Eventually(t, func() bool { return h2.ofType("RunDispatched") == 1 }, 5*time.Second, time.Millisecond, "the outcome is published before Run returns")
 }
 
 func TestRunFinishedRecordsLastOutcome(t *testing.T) {
