@@ -19,8 +19,34 @@ type key struct{ cluster, service string }
 
 type agg struct {
 	records, bytes int64
-	byLevel        map[string]int64
-	byRun          map[string]int64
+	byLevel        counts
+	byRun          counts
+}
+
+// counts are counters by name. The names given to add may point into
+// memory reused after the call (an input frame): a name is copied when it
+// is first inserted, and the counters are pointers so that adding to an
+// existing name never assigns to the map — an assignment replaces the
+// stored key with the (uncopied) key it is given.
+type counts map[string]*int64
+
+func (c counts) add(k string, n int64) {
+	if p := c[k]; p != nil {
+		*p += n
+		return
+	}
+	c[strings.Clone(k)] = &n
+}
+
+func (c counts) values() map[string]int64 {
+	if c == nil {
+		return nil
+	}
+	m := make(map[string]int64, len(c))
+	for k, p := range c {
+		m[k] = *p
+	}
+	return m
 }
 
 // Window accumulates LogStats between publications.
@@ -47,11 +73,7 @@ func (w *Window) Add(evs []event.Event) {
 		if levelRecords == 0 {
 			return
 		}
-		if _, ok := a.byLevel[level]; ok {
-			a.byLevel[level] += levelRecords
-		} else {
-			a.byLevel[strings.Clone(level)] = levelRecords
-		}
+		a.byLevel.add(level, levelRecords)
 		levelRecords = 0
 	}
 	for i := range evs {
@@ -65,7 +87,7 @@ func (w *Window) Add(evs []event.Event) {
 			last = key{e.Cluster, e.Service}
 			a = w.m[last]
 			if a == nil {
-				a = &agg{byLevel: map[string]int64{}}
+				a = &agg{byLevel: counts{}}
 				// Strings may point into a whole input frame: keys are cloned on
 				// insert so the window does not keep frames alive.
 				w.m[key{strings.Clone(e.Cluster), strings.Clone(e.Service)}] = a
@@ -80,13 +102,9 @@ func (w *Window) Add(evs []event.Event) {
 		a.bytes += int64(len(e.Log))
 		if e.RunID != "" {
 			if a.byRun == nil {
-				a.byRun = map[string]int64{}
+				a.byRun = counts{}
 			}
-			if _, ok := a.byRun[e.RunID]; ok {
-				a.byRun[e.RunID]++
-			} else {
-				a.byRun[strings.Clone(e.RunID)] = 1
-			}
+			a.byRun.add(e.RunID, 1)
 		}
 	}
 	if a != nil {
@@ -111,8 +129,8 @@ func (w *Window) Cut(now time.Time, instance string) []*v1.LogStats {
 			WindowEnd:      timestamppb.New(now),
 			Records:        a.records,
 			Bytes:          a.bytes,
-			RecordsByLevel: a.byLevel,
-			RecordsByRun:   a.byRun,
+			RecordsByLevel: a.byLevel.values(),
+			RecordsByRun:   a.byRun.values(),
 		})
 	}
 	return out
