@@ -67,17 +67,70 @@ type Limits struct {
 	MaxDecompressed int
 }
 
+// Buffers are the memory a decoded frame lives in: the copy of the frame
+// its strings point into, the decompressed payload, the records' fields
+// and the entry list. A server decodes frame after frame into the same
+// Buffers (DecodeFrameInto) instead of allocating ~1 MB per 1,000-record
+// frame for the garbage collector to find again. Everything decoded into
+// them — the Frame, its entries, every string but Tag and Chunk — is valid
+// only until Reset; whoever keeps a string longer must copy it.
+type Buffers struct {
+	text    []byte
+	zbuf    []byte
+	zr      *gzip.Reader
+	slab    record.Record // len: the fields handed out since Reset
+	entries []Entry
+	frame   Frame
+}
+
+// maxKeptBuffer is the largest buffer Reset keeps for the next frame;
+// larger ones (a rare huge frame) are left to the garbage collector.
+const maxKeptBuffer = 8 << 20
+
+// Reset ends the life of the frame decoded last: the memory is reused by
+// the next DecodeFrameInto.
+func (bf *Buffers) Reset() {
+	clear(bf.slab) // drop the references of non-string values
+	clear(bf.entries)
+	bf.slab, bf.entries, bf.frame = bf.slab[:0], bf.entries[:0], Frame{}
+	if cap(bf.text) > maxKeptBuffer {
+		bf.text = nil
+	}
+	if cap(bf.zbuf) > maxKeptBuffer {
+		bf.zbuf = nil
+	}
+	if cap(bf.slab) > maxKeptBuffer/int(unsafe.Sizeof(record.Field{})) {
+		bf.slab = nil
+	}
+	if cap(bf.entries) > maxKeptBuffer/int(unsafe.Sizeof(Entry{})) {
+		bf.entries = nil
+	}
+}
+
 // DecodeFrame decodes one complete Forward message (as delimited by
-// objLen). It validates the whole frame before returning any entry, so a
-// frame is taken entirely or not at all.
-func DecodeFrame(b []byte, lim Limits) (*Frame, error) {
+// objLen) into memory of its own. It validates the whole frame before
+// returning any entry, so a frame is taken entirely or not at all.
+func DecodeFrame(b []byte, lim Limits) (*Frame, error) { return DecodeFrameInto(b, lim, nil) }
+
+// DecodeFrameInto decodes like DecodeFrame into bf (reset first by the
+// caller); the frame is valid until bf.Reset. A nil bf allocates.
+func DecodeFrameInto(b []byte, lim Limits, bf *Buffers) (*Frame, error) {
 	if lim.MaxDecompressed <= 0 {
 		lim.MaxDecompressed = 64 << 20
 	}
 	// One copy of the frame backs every string decoded from it (b is the
 	// connection's read buffer, reused for the next frame). Frame.Tag and
 	// Frame.Chunk are copied apart so that they do not keep it alive.
-	r := &reader{b: b, s: string(b)}
+	r := &reader{b: b, buf: bf}
+	if bf != nil {
+		bf.text = append(bf.text[:0], b...)
+		r.b = bf.text
+		if len(b) > 0 {
+			r.s = unsafe.String(unsafe.SliceData(bf.text), len(bf.text))
+		}
+	} else {
+		r.s = string(b)
+	}
 	n, err := r.arrayLen()
 	if err != nil {
 		return nil, malformed(err)
@@ -86,6 +139,9 @@ func DecodeFrame(b []byte, lim Limits) (*Frame, error) {
 		return nil, perr("malformed", "a forward message is an array of 2 to 4 elements, got %d", n)
 	}
 	f := &Frame{}
+	if bf != nil {
+		f = &bf.frame
+	}
 	if f.Tag, err = r.str(); err != nil {
 		return nil, wrongType("tag", err)
 	}
@@ -134,7 +190,7 @@ func DecodeFrame(b []byte, lim Limits) (*Frame, error) {
 		if m > len(r.b)-r.i {
 			return nil, malformed(errShort)
 		}
-		f.Entries = make([]Entry, 0, m)
+		f.Entries = bf.entryList(m)
 		for k := 0; k < m; k++ {
 			e, err := readEntry(r)
 			if err != nil {
@@ -163,7 +219,7 @@ func DecodeFrame(b []byte, lim Limits) (*Frame, error) {
 			switch comp {
 			case "gzip":
 				f.Mode = ModeCompressedPacked
-				payload, err = gunzip(payload, lim.MaxDecompressed)
+				payload, err = bf.gunzip(payload, lim.MaxDecompressed)
 				if err != nil {
 					return nil, err
 				}
@@ -172,7 +228,7 @@ func DecodeFrame(b []byte, lim Limits) (*Frame, error) {
 				return nil, perr("wrong_type", "option compressed: %v is not supported (want gzip or text)", comp)
 			}
 		}
-		pr := &reader{b: payload}
+		pr := &reader{b: payload, buf: bf}
 		if f.Mode == ModeCompressedPacked {
 			// Decompressed into a buffer of its own that nothing writes to again.
 			pr.s = unsafe.String(unsafe.SliceData(payload), len(payload))
@@ -182,7 +238,9 @@ func DecodeFrame(b []byte, lim Limits) (*Frame, error) {
 		// The sender's size option, when plausible (an entry takes at least
 		// 3 bytes), sizes the entry list.
 		if sz, ok := opt["size"].(int64); ok && sz > 0 && sz <= int64(len(payload)/3) {
-			f.Entries = make([]Entry, 0, sz)
+			f.Entries = bf.entryList(int(sz))
+		} else if bf != nil {
+			f.Entries = bf.entries[:0]
 		}
 		for !pr.done() {
 			e, err := readEntry(pr)
@@ -193,6 +251,9 @@ func DecodeFrame(b []byte, lim Limits) (*Frame, error) {
 		}
 	default:
 		return nil, perr("wrong_type", "second element is %s: want a time (Message), an array (Forward) or a string/binary (PackedForward)", typeName(c))
+	}
+	if bf != nil && cap(f.Entries) > 0 {
+		bf.entries = f.Entries // grown: keep the larger list
 	}
 	if !r.done() {
 		return nil, perr("malformed", "%d trailing bytes after the message", len(r.b)-r.i)
@@ -282,16 +343,46 @@ func readTimeRecord(r *reader) (Entry, error) {
 	return Entry{Time: t, Record: rec}, nil
 }
 
+// entryList returns an empty entry list with room for n entries: bf's
+// when bf is not nil.
+func (bf *Buffers) entryList(n int) []Entry {
+	if bf == nil {
+		return make([]Entry, 0, n)
+	}
+	if cap(bf.entries) < n {
+		bf.entries = make([]Entry, 0, n)
+	}
+	return bf.entries[:0]
+}
+
 // gunzip decompresses every gzip member of b (Fluent Bit and fluentd send
-// one member per appended chunk), refusing output beyond max bytes.
-func gunzip(b []byte, max int) ([]byte, error) {
-	zr, err := gzip.NewReader(bytes.NewReader(b))
+// one member per appended chunk), refusing output beyond max bytes. The
+// result is bf's buffer when bf is not nil.
+func (bf *Buffers) gunzip(b []byte, max int) ([]byte, error) {
+	var zr *gzip.Reader
+	var err error
+	if bf != nil && bf.zr != nil {
+		zr, err = bf.zr, bf.zr.Reset(bytes.NewReader(b))
+	} else {
+		zr, err = gzip.NewReader(bytes.NewReader(b))
+	}
 	if err != nil {
 		return nil, perr("bad_gzip", "compressed payload: %v", err)
 	}
+	if bf != nil {
+		bf.zr = zr
+	}
 	zr.Multistream(true)
-	var out bytes.Buffer
-	n, err := io.Copy(&out, io.LimitReader(zr, int64(max)+1))
+	var out *bytes.Buffer
+	if bf != nil {
+		out = bytes.NewBuffer(bf.zbuf[:0])
+	} else {
+		out = new(bytes.Buffer)
+	}
+	n, err := io.Copy(out, io.LimitReader(zr, int64(max)+1))
+	if bf != nil {
+		bf.zbuf = out.Bytes()
+	}
 	if err != nil {
 		return nil, perr("bad_gzip", "compressed payload: %v", err)
 	}

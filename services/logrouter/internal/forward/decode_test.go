@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -193,5 +194,57 @@ func TestDecodeOwnsStrings(t *testing.T) {
 				require.Equal(t, []any{"a", "b"}, e.Record.Map()["list"])
 			}
 		})
+	}
+}
+
+// TestDecodeIntoReusedBuffers: frames decoded one after the other into
+// the same Buffers (as the server does), growing and shrinking, each
+// decode whole and right in every mode; Tag and Chunk of the frame before
+// survive the next decode (they are copied apart from the buffers).
+func TestDecodeIntoReusedBuffers(t *testing.T) {
+	t.Parallel()
+	var bf Buffers
+	var prevTag, prevChunk, wantPrevTag, wantPrevChunk string
+	for _, round := range []int{0, 2, 1, 0} {
+		for _, mode := range []string{"message", "forward", "packed bin", "packed str", "compressed"} {
+			line := fmt.Sprintf("line %d of %s %s", round, mode, strings.Repeat("x", round*3000))
+			rec := map[string]any{"log": line, "custom_key": mode, "nested": map[string]any{"round": int64(round)}}
+			var ents [][]byte
+			for i := 0; i < 50*(round+1); i++ {
+				ents = append(ents, fwtest.Entry(t0, rec, fwtest.EventTimeFix))
+			}
+			tag, chunk := "app."+mode, fmt.Sprintf("chunk-%d-%s", round, mode)
+			var frame []byte
+			switch mode {
+			case "message":
+				frame = fwtest.Message(tag, t0, rec, chunk)
+			case "forward":
+				frame = fwtest.Forward(tag, ents, chunk)
+			case "packed bin":
+				frame = fwtest.PackedForward(tag, ents, chunk, true)
+			case "packed str":
+				frame = fwtest.PackedForward(tag, ents, chunk, false)
+			case "compressed":
+				frame = fwtest.CompressedPackedForward(tag, ents, chunk, 2)
+			}
+			bf.Reset()
+			f, err := DecodeFrameInto(bytes.Clone(frame), Limits{}, &bf)
+			require.NoError(t, err, mode)
+			require.Equal(t, wantPrevTag, prevTag)
+			require.Equal(t, wantPrevChunk, prevChunk)
+			require.Equal(t, tag, f.Tag)
+			require.Equal(t, chunk, f.Chunk)
+			want := len(ents)
+			if mode == "message" {
+				want = 1
+			}
+			require.Len(t, f.Entries, want, mode)
+			for _, e := range f.Entries {
+				require.Equal(t, line, e.Record.String("log"))
+				require.Equal(t, mode, e.Record.String("custom_key"))
+				require.Equal(t, map[string]any{"round": int64(round)}, e.Record.Map()["nested"])
+			}
+			prevTag, prevChunk, wantPrevTag, wantPrevChunk = f.Tag, f.Chunk, tag, chunk
+		}
 	}
 }

@@ -180,8 +180,9 @@ type reader struct {
 	// substrings of it instead of one allocation each.
 	s string
 	// slab backs the fields of the records read (one allocation for many
-	// records instead of one per record).
+	// records instead of one per record); buf's slab when buf is set.
 	slab record.Record
+	buf  *Buffers
 }
 
 // text returns v, the bytes just taken (they end at r.i), as a string.
@@ -194,12 +195,18 @@ func (r *reader) text(v []byte) string {
 
 // fields returns room for n fields of a record.
 func (r *reader) fields(n int) record.Record {
-	if cap(r.slab)-len(r.slab) < n {
-		r.slab = make(record.Record, 0, max(n, 1024))
+	slab, grow := &r.slab, 0
+	if r.buf != nil {
+		// Reused frame after frame: a slab that ran out is replaced by one
+		// twice as large, so the next frames fit in one.
+		slab, grow = &r.buf.slab, 2*cap(r.buf.slab)
 	}
-	l := len(r.slab)
-	r.slab = r.slab[:l+n]
-	return r.slab[l : l+n : l+n]
+	if cap(*slab)-len(*slab) < n {
+		*slab = make(record.Record, 0, max(n, 1024, grow))
+	}
+	l := len(*slab)
+	*slab = (*slab)[:l+n]
+	return (*slab)[l : l+n : l+n]
 }
 
 func (r *reader) done() bool { return r.i >= len(r.b) }

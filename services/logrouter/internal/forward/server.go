@@ -34,7 +34,9 @@ import (
 type Handler interface {
 	// Accept processes f and returns a function that blocks until the
 	// frame's records are durable (or ctx ends). Accept itself may block
-	// for backpressure.
+	// for backpressure. f and every string in it but Tag and Chunk live
+	// in memory reused for the next frame once Accept returns: keep a
+	// copy of whatever must outlive the call.
 	Accept(ctx context.Context, f *Frame, wireBytes int) (wait func(context.Context) error, err error)
 }
 
@@ -297,12 +299,21 @@ func (s *Server) readLoop(ctx context.Context, c net.Conn, acks chan<- ackJob, s
 	}
 }
 
+// bufPool holds decode buffers between frames (per server goroutine
+// would keep ~1 MB per idle connection; a pool shares them).
+var bufPool = sync.Pool{New: func() any { return new(Buffers) }}
+
 func (s *Server) frame(ctx context.Context, raw []byte, acks chan<- ackJob) error {
 	w := int64(len(raw))
 	if err := s.mem.Acquire(ctx, w); err != nil {
 		return err
 	}
-	f, err := DecodeFrame(raw, Limits{MaxDecompressed: s.c.MaxDecompressed})
+	bf := bufPool.Get().(*Buffers)
+	defer func() {
+		bf.Reset()
+		bufPool.Put(bf)
+	}()
+	f, err := DecodeFrameInto(raw, Limits{MaxDecompressed: s.c.MaxDecompressed}, bf)
 	if err != nil {
 		s.mem.Release(w)
 		return err
@@ -312,9 +323,9 @@ func (s *Server) frame(ctx context.Context, raw []byte, acks chan<- ackJob) erro
 	if err != nil {
 		return err
 	}
-	if f.Chunk != "" {
+	if chunk := f.Chunk; chunk != "" {
 		select {
-		case acks <- ackJob{chunk: f.Chunk, wait: wait}:
+		case acks <- ackJob{chunk: chunk, wait: wait}:
 		case <-ctx.Done():
 			return ctx.Err()
 		}

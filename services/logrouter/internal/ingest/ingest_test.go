@@ -3,17 +3,21 @@ package ingest
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/taskyard/taskyard/services/logrouter/internal/event"
+	"github.com/taskyard/taskyard/services/logrouter/internal/forward"
+	"github.com/taskyard/taskyard/services/logrouter/internal/forward/fwtest"
 	"github.com/taskyard/taskyard/services/logrouter/internal/output"
 	"github.com/taskyard/taskyard/services/logrouter/internal/pipeline"
 	"github.com/taskyard/taskyard/services/logrouter/internal/record"
 	"github.com/taskyard/taskyard/services/logrouter/internal/route"
 	"github.com/taskyard/taskyard/services/logrouter/internal/spool"
+	"github.com/taskyard/taskyard/services/logrouter/internal/stats"
 )
 
 // readEvents reads every durable record of sp as events.
@@ -91,5 +95,60 @@ func TestTakeRoutesFramedRuns(t *testing.T) {
 		require.Equal(t, want[o], got, "output %d", o)
 		require.True(t, now.Equal(out.Spool.Oldest()), "append time %v", out.Spool.Oldest())
 		require.Zero(t, out.Counters.DroppedRecords.Load())
+	}
+}
+
+// TestReusedFrameMemory: frames decoded into one forward.Buffers and
+// taken one after the other (so each decode overwrites the memory of the
+// frame before, and each take reuses the encoding arena of the one before
+// once its append is durable) reach the spool whole, and the LogStats
+// window keeps every cluster, service, level and run id right.
+func TestReusedFrameMemory(t *testing.T) {
+	t.Parallel()
+	sp, err := spool.Open(spool.Options{Dir: t.TempDir(), NoSync: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { sp.Close() })
+	win := stats.NewWindow(time.Now())
+	in := &Ingest{Pipeline: pipeline.New(pipeline.Config{}), Routes: &route.Table{NOutputs: 1}, Window: win,
+		Outputs: []*Output{{Name: "o", Spool: sp, Counters: &output.Counters{}}}}
+	h := in.Forward(&InputCounters{})
+	var bf forward.Buffers
+	var want []string
+	for k := 0; k < 6; k++ {
+		var es [][]byte
+		for i := 0; i < 100+50*k; i++ {
+			line := fmt.Sprintf(`{"level":"%s","frame":%d,"i":%d}`, []string{"info", "error"}[k%2], k, i)
+			want = append(want, line)
+			es = append(es, fwtest.Entry(time.Now(), map[string]any{
+				"log": line, "cluster": fmt.Sprint("cluster-", k), "service": fmt.Sprint("svc-", k), "taskyard_run_id": fmt.Sprint("run-", k),
+			}, fwtest.EventTimeFix))
+		}
+		frame := fwtest.PackedForward("app", es, fmt.Sprint("c", k), true)
+		bf.Reset()
+		f, err := forward.DecodeFrameInto(frame, forward.Limits{}, &bf)
+		require.NoError(t, err)
+		wait, err := h.Accept(context.Background(), f, len(frame))
+		require.NoError(t, err)
+		require.NoError(t, wait(context.Background()))
+	}
+	bf.Reset()
+	var got []string
+	for _, e := range readEvents(t, sp) {
+		got = append(got, e.Log)
+		require.Equal(t, "run-"+strings.TrimPrefix(e.Cluster, "cluster-"), e.RunID)
+	}
+	require.Equal(t, want, got)
+	byCluster := map[string]string{}
+	for _, ls := range win.Cut(time.Now(), "i") {
+		var runs []string
+		for r := range ls.RecordsByRun {
+			runs = append(runs, r)
+		}
+		byCluster[ls.Cluster] = fmt.Sprintf("%s %d %v %v", ls.Service, ls.Records, ls.RecordsByLevel, runs)
+	}
+	require.Len(t, byCluster, 6)
+	for k := 0; k < 6; k++ {
+		lvl := []string{"info", "error"}[k%2]
+		require.Equal(t, fmt.Sprintf("svc-%d %d map[%s:%d] [run-%d]", k, 100+50*k, lvl, 100+50*k, k), byCluster[fmt.Sprint("cluster-", k)])
 	}
 }
