@@ -2,7 +2,9 @@ package pipeline
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
+	"math/bits"
 	"strconv"
 )
 
@@ -184,7 +186,15 @@ func levelKey(q []byte, esc bool) int {
 func scanString(b []byte, i int) (int, bool) {
 	esc := false
 	for i++; i < len(b); {
-		// Runs of plain bytes are the common case: skip them in a tight loop.
+		// Runs of plain bytes are the common case: skip them eight at a
+		// time, then byte by byte.
+		for i+8 <= len(b) {
+			if m := stringStops(binary.LittleEndian.Uint64(b[i:])); m != 0 {
+				i += bits.TrailingZeros64(m) / 8
+				break
+			}
+			i += 8
+		}
 		for i < len(b) && strPlain[b[i]] {
 			i++
 		}
@@ -215,6 +225,23 @@ func scanString(b []byte, i int) (int, bool) {
 		}
 	}
 	return -1, false
+}
+
+// SWAR (SIMD within a register) on eight bytes read little-endian: the
+// lowest set bit of each result is exact (higher ones may be false
+// positives after a true one, which the callers never look at).
+const (
+	swarOnes = 0x0101010101010101
+	swarHigh = 0x8080808080808080
+)
+
+// stringStops marks the bytes of w that end a run of plain string bytes:
+// a quote, a backslash or a control character (below 0x20). Bytes of 0x80
+// and above are plain.
+func stringStops(w uint64) uint64 {
+	q := w ^ (swarOnes * '"')
+	bs := w ^ (swarOnes * '\\')
+	return ((q-swarOnes)&^q | (bs-swarOnes)&^bs | (w-swarOnes*0x20)&^w) & swarHigh
 }
 
 // scanNumber returns the index after the valid number starting at b[i]

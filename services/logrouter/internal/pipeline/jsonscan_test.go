@@ -196,3 +196,35 @@ func BenchmarkScanJSON(b *testing.B) {
 		}
 	})
 }
+
+// TestScanStringStops: a quote, backslash or control byte at every
+// offset of a string (the eight-byte skip must stop exactly there), among
+// plain ASCII and bytes of 0x80 and above, is judged as encoding/json
+// judges it.
+func TestScanStringStops(t *testing.T) {
+	t.Parallel()
+	fillers := []string{"abcdefghijklmnopqrstuvwxyz0123456789", "é€ñøåß漢字ü", "~ !#$%&'()*+,-./:;<=>?@[]^_`{|}"}
+	stops := []string{`"`, `\`, `\\`, `\"`, `\u00e9`, `\x`, "\x00", "\x1f", "\n", "\t", "\x7f", "\xc3\xa9"}
+	for _, fill := range fillers {
+		for _, stop := range stops {
+			for at := 0; at <= 20; at++ {
+				for tail := 0; tail <= 9; tail++ {
+					s := `{"k":"` + cut(fill, at) + stop + cut(fill, tail) + `","level":"warn"}`
+					vals, ok := scanJSON([]byte(s))
+					require.Equal(t, json.Valid([]byte(s)), ok, "%q", s)
+					if ok {
+						require.Equal(t, `"warn"`, string(vals[1]), "%q", s)
+					}
+				}
+			}
+		}
+	}
+}
+
+// cut returns the first n bytes of s, repeated as needed.
+func cut(s string, n int) string {
+	for len(s) < n {
+		s += s
+	}
+	return s[:n]
+}
