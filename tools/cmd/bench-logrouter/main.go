@@ -7,7 +7,11 @@
 // baselines measured in the same run on the same bytes: loopback TCP to a
 // discard server, and fsync'd sequential writes to the spool directory.
 //
-//	go run ./cmd/bench-logrouter -records 300000 -conns 4
+// Every scenario and baseline runs -runs times, round after round (the
+// fsync'd writes in particular vary from one run to the next on a virtual
+// disk); the ratio is reported per round and as the median.
+//
+//	go run ./cmd/bench-logrouter -records 300000 -runs 5
 package main
 
 import (
@@ -56,6 +60,7 @@ func main() {
 		conns   = flag.Int("conns", 4, "client connections")
 		window  = flag.Int("window", 4, "chunks in flight per connection")
 		dir     = flag.String("dir", "", "work directory (default: a temp dir)")
+		runs    = flag.Int("runs", 3, "rounds of every scenario and baseline, one after the other; the ratio is reported per round and as the median")
 	)
 	flag.Parse()
 	if *serve != "" {
@@ -65,7 +70,7 @@ func main() {
 		}
 		return
 	}
-	if err := run(*records, *chunk, *conns, *window, *dir); err != nil {
+	if err := run(*records, *chunk, *conns, *window, *runs, *dir); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-logrouter:", err)
 		os.Exit(1)
 	}
@@ -465,7 +470,7 @@ func pct(l []time.Duration, p float64) time.Duration {
 
 const mib = 1 << 20
 
-func run(records, per, conns, window int, dir string) error {
+func run(records, per, conns, window, runs int, dir string) error {
 	if dir == "" {
 		d, err := os.MkdirTemp("", "bench-logrouter")
 		if err != nil {
@@ -476,31 +481,8 @@ func run(records, per, conns, window int, dir string) error {
 	}
 	fs, total := frames(records, per)
 	fmt.Printf("machine: %d CPUs (GOMAXPROCS %d), %s, %s/%s\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	fmt.Printf("workload: %d records, %d chunks of %d, %.1f MiB on the wire (%.0f B/record), %d connections x %d chunks in flight, acks on, spool fsync on\n\n",
-		records, len(fs), per, float64(total)/mib, float64(total)/float64(records), conns, window)
-
-	dTCP, err := discard(fs, conns)
-	if err != nil {
-		return err
-	}
-	spoolDir := filepath.Join(dir, "spool-baseline")
-	if err := os.MkdirAll(spoolDir, 0o755); err != nil {
-		return err
-	}
-	dSync, err := fsyncWrites(fs, spoolDir)
-	if err != nil {
-		return err
-	}
-	rate := func(d time.Duration) (float64, float64) {
-		return float64(records) / d.Seconds(), float64(total) / mib / d.Seconds()
-	}
-	fmt.Println("| scenario | records/s | MiB/s | ack p50 | ack p99 | delivered (end to end) | peak RSS | CPU |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|")
-	r, m := rate(dTCP)
-	fmt.Printf("| baseline: loopback TCP to discard | %.0f | %.1f | - | - | - | - | - |\n", r, m)
-	r, m = rate(dSync)
-	fmt.Printf("| baseline: fsync'd sequential writes (fsync per chunk) | %.0f | %.1f | - | - | - | - | - |\n", r, m)
-	slower := max(dTCP, dSync)
+	fmt.Printf("workload: %d records, %d chunks of %d, %.1f MiB on the wire (%.0f B/record), %d connections x %d chunks in flight, acks on, spool fsync on; %d rounds\n\n",
+		records, len(fs), per, float64(total)/mib, float64(total)/float64(records), conns, window, runs)
 
 	s3srv := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
 	defer s3srv.Close()
@@ -508,51 +490,114 @@ func run(records, per, conns, window int, dir string) error {
 	if _, err := s3c.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String("logs")}); err != nil {
 		return err
 	}
-	var fileRate float64
-	for _, sc := range []struct{ name, out, yaml string }{
-		{"forward -> file", "file", "  - name: file\n    type: file\n    file: {path: \"%[1]s/out/logs.ndjson\", maxBytes: 1GiB}\n"},
-		{"forward -> s3 (gofakes3)", "s3", "  - name: s3\n    type: s3\n    s3: {bucket: logs, endpoint: \"" + s3srv.URL + "\", forcePathStyle: true, region: us-east-1, flushAge: 1s}\n"},
-	} {
-		sdir := filepath.Join(dir, sc.out)
-		if err := os.MkdirAll(sdir, 0o755); err != nil {
-			return err
-		}
-		cfg := fmt.Sprintf("inputs:\n  forward: {listen: 127.0.0.1:0}\noutputs:\n"+sc.yaml+"spool:\n  dir: %[1]s/spool\n", sdir)
-		cfgPath := filepath.Join(sdir, "lr.yml")
-		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-			return err
-		}
-		p, err := startChild(cfgPath)
-		if err != nil {
-			return err
-		}
-		res, err := send(p.addrs.Forward, fs, conns, window)
-		if err != nil {
-			p.terminate()
-			return fmt.Errorf("%s: %w", sc.name, err)
-		}
-		start := time.Now().Add(-res.elapsed)
-		if err := p.waitDelivered(sc.out, int64(records), 5*time.Minute); err != nil {
-			p.terminate()
-			return err
-		}
-		delivered := time.Since(start)
-		used, err := p.terminate()
-		if err != nil {
-			return fmt.Errorf("%s: child exit: %w", sc.name, err)
-		}
-		r, m := rate(res.elapsed)
-		if sc.out == "file" {
-			fileRate = r
-		}
-		fmt.Printf("| %s | %.0f | %.1f | %s | %s | %s | %.0f MiB | %.1f s |\n", sc.name, r, m,
-			pct(res.lat, 0.50).Round(100*time.Microsecond), pct(res.lat, 0.99).Round(100*time.Microsecond),
-			delivered.Round(time.Millisecond), float64(p.peak)/1024, used.Seconds())
+	rate := func(d time.Duration) (float64, float64) {
+		return float64(records) / d.Seconds(), float64(total) / mib / d.Seconds()
 	}
-	sr, _ := rate(slower)
-	fmt.Printf("\nforward -> file / slower baseline = %.0f%% (target >= 40%%)\n", 100*fileRate/sr)
-	tr, _ := rate(dTCP)
-	fr, _ := rate(dSync)
-	fmt.Printf("forward -> file / loopback TCP = %.0f%%; / fsync'd writes = %.0f%%\n", 100*fileRate/tr, 100*fileRate/fr)
+	fmt.Println("| round | scenario | records/s | MiB/s | ack p50 | ack p99 | delivered (end to end) | peak RSS | CPU |")
+	fmt.Println("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+	var overSlower, overTCP, overSync []float64
+	for round := 1; round <= runs; round++ {
+		dTCP, err := discard(fs, conns)
+		if err != nil {
+			return err
+		}
+		spoolDir := filepath.Join(dir, "spool-baseline")
+		if err := os.MkdirAll(spoolDir, 0o755); err != nil {
+			return err
+		}
+		dSync, err := fsyncWrites(fs, spoolDir)
+		if err != nil {
+			return err
+		}
+		r, m := rate(dTCP)
+		fmt.Printf("| %d | baseline: loopback TCP to discard | %.0f | %.1f | - | - | - | - | - |\n", round, r, m)
+		r, m = rate(dSync)
+		fmt.Printf("| %d | baseline: fsync'd sequential writes (fsync per chunk) | %.0f | %.1f | - | - | - | - | - |\n", round, r, m)
+
+		var fileRate float64
+		for _, sc := range []struct{ name, out, yaml string }{
+			{"forward -> file", "file", "  - name: file\n    type: file\n    file: {path: \"%[1]s/out/logs.ndjson\", maxBytes: 1GiB}\n"},
+			{"forward -> s3 (gofakes3)", "s3", "  - name: s3\n    type: s3\n    s3: {bucket: logs, endpoint: \"" + s3srv.URL + "\", forcePathStyle: true, region: us-east-1, flushAge: 1s}\n"},
+		} {
+			sdir := filepath.Join(dir, fmt.Sprint(sc.out, "-", round))
+			if err := os.MkdirAll(sdir, 0o755); err != nil {
+				return err
+			}
+			res, p, err := scenario(sdir, sc.yaml, sc.out, fs, conns, window, int64(records))
+			if err != nil {
+				return fmt.Errorf("%s: %w", sc.name, err)
+			}
+			// Each round's files go: the next round starts on the same disk space.
+			if err := os.RemoveAll(sdir); err != nil {
+				return err
+			}
+			r, m := rate(res.elapsed)
+			if sc.out == "file" {
+				fileRate = r
+			}
+			fmt.Printf("| %d | %s | %.0f | %.1f | %s | %s | %s | %.0f MiB | %.1f s |\n", round, sc.name, r, m,
+				pct(res.lat, 0.50).Round(100*time.Microsecond), pct(res.lat, 0.99).Round(100*time.Microsecond),
+				res.delivered.Round(time.Millisecond), float64(p.peak)/1024, res.cpu.Seconds())
+		}
+		sr, _ := rate(max(dTCP, dSync))
+		tr, _ := rate(dTCP)
+		fr, _ := rate(dSync)
+		overSlower = append(overSlower, 100*fileRate/sr)
+		overTCP = append(overTCP, 100*fileRate/tr)
+		overSync = append(overSync, 100*fileRate/fr)
+	}
+	fmt.Println()
+	for i := range overSlower {
+		fmt.Printf("round %d: forward -> file / slower baseline = %.0f%% (/ loopback TCP %.0f%%, / fsync'd writes %.0f%%)\n", i+1, overSlower[i], overTCP[i], overSync[i])
+	}
+	fmt.Printf("median over %d rounds: forward -> file / slower baseline = %.0f%% (target >= 40%%)\n", runs, median(overSlower))
 	return nil
+}
+
+type scenarioResult struct {
+	result
+	delivered time.Duration
+	cpu       time.Duration
+}
+
+// scenario runs one logrouter child with the output yaml (%[1]s is sdir)
+// and sends every frame to it.
+func scenario(sdir, outYAML, out string, fs []frame, conns, window int, records int64) (scenarioResult, *proc, error) {
+	cfg := fmt.Sprintf("inputs:\n  forward: {listen: 127.0.0.1:0}\noutputs:\n"+outYAML+"spool:\n  dir: %[1]s/spool\n", sdir)
+	cfgPath := filepath.Join(sdir, "lr.yml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		return scenarioResult{}, nil, err
+	}
+	p, err := startChild(cfgPath)
+	if err != nil {
+		return scenarioResult{}, nil, err
+	}
+	res, err := send(p.addrs.Forward, fs, conns, window)
+	if err != nil {
+		p.terminate()
+		return scenarioResult{}, nil, err
+	}
+	start := time.Now().Add(-res.elapsed)
+	if err := p.waitDelivered(out, records, 5*time.Minute); err != nil {
+		p.terminate()
+		return scenarioResult{}, nil, err
+	}
+	delivered := time.Since(start)
+	used, err := p.terminate()
+	if err != nil {
+		return scenarioResult{}, nil, fmt.Errorf("child exit: %w", err)
+	}
+	return scenarioResult{result: res, delivered: delivered, cpu: used}, p, nil
+}
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
