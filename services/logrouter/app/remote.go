@@ -58,7 +58,7 @@ func buildRemoteSink(ctx context.Context, oc lrconfig.Output, fc *lrconfig.File,
 			Bucket: oc.S3.Bucket, KeyTemplate: oc.S3.KeyTemplate,
 			FlushBytes: int64(oc.S3.FlushBytes), FlushAge: time.Duration(oc.S3.FlushAge),
 			PartBytes: int64(oc.S3.PartBytes), BufferLimit: int64(oc.S3.BufferLimit),
-			Format: format, Instance: d.instance, Now: d.now,
+			Format: format, ID: d.spoolID, Now: d.now,
 		}, client, c)
 		return sink, 5000, 8 << 20, err
 	case "firehose":
@@ -90,7 +90,7 @@ func buildRemoteSink(ctx context.Context, oc lrconfig.Output, fc *lrconfig.File,
 }
 
 type sinkDeps struct {
-	aws      *aws.Config
-	instance string
-	now      func() time.Time
+	aws     *aws.Config
+	spoolID string // the output's spool.ID
+	now     func() time.Time
 }

@@ -197,11 +197,13 @@ func (e *Event) AppendLine(b []byte, f Format) []byte {
 
 // Renderer renders events as AppendLine does, faster for a run of events
 // from one source: the tags are rendered once while they stay the same,
-// and the date and time to the second once per second. It holds on to the
-// last event's tag strings. The zero value is ready; it is not safe for
-// concurrent use.
+// and the date and time to the second once per second. It compares each
+// event's tags with a copy of its own (the events' memory may be reused
+// between calls). The zero value is ready; it is not safe for concurrent
+// use.
 type Renderer struct {
-	tags     [8]string // cluster, service, container, task, source, level, run id, tag
+	tags     [8]string // cluster, service, container, task, source, level, run id, tag: in tagsMem
+	tagsMem  []byte
 	tagsJSON []byte
 	sec      int64 // Unix second of secJSON; valid when secJSON is not empty
 	secJSON  []byte
@@ -218,7 +220,7 @@ func (r *Renderer) AppendLine(b []byte, e *Event, f Format) []byte {
 	b = append(b, '"')
 	tags := [8]string{e.Cluster, e.Service, e.Container, e.Task, e.Source, e.Level, e.RunID, e.Tag}
 	if r.tagsJSON == nil || tags != r.tags {
-		r.tags = tags
+		r.keepTags(&tags)
 		t := r.tagsJSON[:0]
 		t = appendField(t, "cluster", e.Cluster)
 		t = appendField(t, "service", e.Service)
@@ -244,6 +246,23 @@ func (r *Renderer) AppendLine(b []byte, e *Event, f Format) []byte {
 		b = append(b, e.Attrs...)
 	}
 	return append(b, '}', '\n')
+}
+
+// keepTags sets r.tags to a copy of tags in r's own memory.
+func (r *Renderer) keepTags(tags *[8]string) {
+	n := 0
+	for _, t := range tags {
+		n += len(t)
+	}
+	if cap(r.tagsMem) < n {
+		r.tagsMem = make([]byte, 0, 2*n)
+	}
+	m := r.tagsMem[:0]
+	for i, t := range tags {
+		m = append(m, t...)
+		r.tags[i] = unsafe.String(unsafe.SliceData(m[len(m)-len(t):]), len(t))
+	}
+	r.tagsMem = m
 }
 
 // appendTime appends t in UTC as time.RFC3339Nano: the part up to the

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/stretchr/testify/require"
 )
@@ -287,4 +288,20 @@ func BenchmarkRenderer(b *testing.B) {
 			buf = refAppendLine(&e, buf[:0])
 		}
 	})
+}
+
+// TestRendererCopiesTags: the renderer compares an event's tags with a
+// copy of its own, so memory reused between calls (the output runner
+// reads every batch into the same buffer) that now holds the next event's
+// tags cannot pass for the tags it rendered.
+func TestRendererCopiesTags(t *testing.T) {
+	t.Parallel()
+	mem := []byte("alpha")
+	tm := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	e := Event{Time: tm, Cluster: unsafe.String(&mem[0], len(mem)), Service: "s", Level: "info", Log: "one"}
+	var r Renderer
+	require.Contains(t, string(r.AppendLine(nil, &e, FormatJSON)), `"cluster":"alpha"`)
+	copy(mem, "omega") // the buffer is reused: the old event's cluster now reads "omega"
+	e2 := Event{Time: tm, Cluster: "omega", Service: "s", Level: "info", Log: "two"}
+	require.Contains(t, string(r.AppendLine(nil, &e2, FormatJSON)), `"cluster":"omega"`)
 }

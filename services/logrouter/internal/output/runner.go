@@ -29,6 +29,8 @@ type Sink interface {
 	// position up to which everything is delivered: end for sinks that
 	// write synchronously, earlier for sinks that buffer. A *PartialError
 	// names the events still to retry; a *PermanentError is not retried.
+	// The events and their strings live in memory the runner reuses for
+	// its next batch: a sink copies whatever it keeps after the call.
 	Deliver(ctx context.Context, evs []event.Event, end spool.Pos) (spool.Pos, error)
 	// Flush delivers buffered data that is due (every buffer when all)
 	// and returns the delivered position; ok is false when the sink has
@@ -36,6 +38,16 @@ type Sink interface {
 	Flush(ctx context.Context, all bool) (pos spool.Pos, ok bool, err error)
 	// Close releases resources after the runner stops.
 	Close() error
+}
+
+// PositionedSink is a Sink told where each event lies in the spool: the
+// runner calls DeliverAt instead of Deliver, with at[i] the position of
+// evs[i] (S3 names an object after its first record's position, so the
+// upload repeated after a crash between upload and commit overwrites the
+// same object). DeliverAt does not return a *PartialError.
+type PositionedSink interface {
+	Sink
+	DeliverAt(ctx context.Context, evs []event.Event, at []spool.Pos, end spool.Pos) (spool.Pos, error)
 }
 
 // PartialError reports that some events were delivered and Remaining
@@ -135,9 +147,9 @@ func (r *Runner) Run(ctx context.Context) error {
 	defer r.Sink.Close()
 
 	rd := r.Spool.NewReader()
-	rd.SetOwned(true)
 	defer rd.Close()
 	var evs []event.Event
+	var at []spool.Pos
 	for {
 		if work.Err() != nil {
 			r.Log.Warn("output drain timed out; the rest stays spooled", "output", r.Name, "spool_bytes", r.Spool.Bytes())
@@ -156,10 +168,11 @@ func (r *Runner) Run(ctx context.Context) error {
 			return fmt.Errorf("output %s: read spool: %w", r.Name, err)
 		}
 		if len(b.Records) > 0 {
-			// The batch's read buffer (its own: the reader is SetOwned)
-			// backs every string of its events.
-			evs = evs[:0]
-			for _, rec := range b.Records {
+			// The reader's buffer, reused by the next Next, backs every
+			// string of the events: they are dead once delivered (sinks
+			// copy what they keep).
+			evs, at = evs[:0], at[:0]
+			for i, rec := range b.Records {
 				var e event.Event
 				if err := e.UnmarshalShared(rec); err != nil {
 					r.Counters.Errors.Add(1)
@@ -167,8 +180,9 @@ func (r *Runner) Run(ctx context.Context) error {
 					continue
 				}
 				evs = append(evs, e)
+				at = append(at, b.Starts[i])
 			}
-			pos, err := r.deliver(work, evs, b.End)
+			pos, err := r.deliver(work, evs, at, b.End)
 			if err != nil {
 				continue // work cancelled: stays spooled
 			}
@@ -206,10 +220,17 @@ func (r *Runner) newBackoff() *backoff.ExponentialBackOff {
 
 // deliver calls the sink until evs are delivered or dead-lettered; it
 // fails only when ctx ends.
-func (r *Runner) deliver(ctx context.Context, evs []event.Event, end spool.Pos) (spool.Pos, error) {
+func (r *Runner) deliver(ctx context.Context, evs []event.Event, at []spool.Pos, end spool.Pos) (spool.Pos, error) {
 	bo := r.newBackoff()
+	ps, positioned := r.Sink.(PositionedSink)
 	for attempt := 1; ; attempt++ {
-		pos, err := r.Sink.Deliver(ctx, evs, end)
+		var pos spool.Pos
+		var err error
+		if positioned && len(at) == len(evs) {
+			pos, err = ps.DeliverAt(ctx, evs, at, end)
+		} else {
+			pos, err = r.Sink.Deliver(ctx, evs, end)
+		}
 		if err == nil {
 			return pos, nil
 		}

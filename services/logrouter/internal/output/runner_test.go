@@ -2,7 +2,9 @@ package output_test
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"sync/atomic"
 	"testing"
@@ -61,4 +63,32 @@ func TestRetryLimitDeadLetters(t *testing.T) {
 	require.True(t, sc.Scan())
 	require.Contains(t, sc.Text(), `"reason":"gave up after 3 attempts: write: broken pipe"`)
 	require.Contains(t, sc.Text(), `"log":"lost?"`)
+}
+
+// TestBatchesReuseMemory: the runner reads batch after batch into one
+// buffer; a file sink (whose renderer remembers the tags it rendered last)
+// still writes every event with its own tags and line.
+func TestBatchesReuseMemory(t *testing.T) {
+	t.Parallel()
+	path := t.TempDir() + "/out.ndjson"
+	var c output.Counters
+	var evs []event.Event
+	for i := 0; i < 500; i++ {
+		// Records of one size, so each batch lies where the one before did,
+		// and tags that change from one batch of 7 to the next.
+		evs = append(evs, event.Event{Time: time.Unix(1700000000, 0), Cluster: fmt.Sprintf("c%03d", i/7), Service: fmt.Sprintf("s%d", i/7%3/2), Level: "info", Log: fmt.Sprintf("line %03d", i)})
+	}
+	h := outputtest.Start(t, &output.File{Path: path, Format: event.FormatJSON, Counters: &c}, &c, 7, evs)
+	require.Eventually(t, h.Spool.Empty, 5*time.Second, 5*time.Millisecond)
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	i := 0
+	for ; sc.Scan(); i++ {
+		var got struct{ Cluster, Service, Log string }
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &got))
+		require.Equal(t, struct{ Cluster, Service, Log string }{evs[i].Cluster, evs[i].Service, evs[i].Log}, got)
+	}
+	require.Equal(t, len(evs), i)
 }

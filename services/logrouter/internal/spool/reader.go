@@ -21,6 +21,9 @@ type Reader struct {
 	avg int
 	// owned: every read goes to a fresh buffer, so records stay valid.
 	owned bool
+	// recs and starts back the lists of the batches (not owned).
+	recs   [][]byte
+	starts []Pos
 }
 
 // SetOwned makes the records of every batch stay valid after later calls
@@ -39,7 +42,9 @@ func (s *Spool) NewReader() *Reader {
 // unless the reader is SetOwned) and the position after the last one.
 type Batch struct {
 	Records [][]byte
-	End     Pos
+	// Starts are the positions of the records (valid like Records).
+	Starts []Pos
+	End    Pos
 }
 
 // Next returns up to maxRecords records totalling about maxBytes, waiting
@@ -145,6 +150,10 @@ func (r *Reader) read(synced Pos, maxRecords, maxBytes int) (Batch, error) {
 		return Batch{End: r.pos}, fmt.Errorf("read spool segment: %w", err)
 	}
 	var b Batch
+	if !r.owned { // the lists are reused too
+		b.Records, b.Starts = r.recs[:0], r.starts[:0]
+		defer func() { r.recs, r.starts = b.Records, b.Starts }()
+	}
 	off := 0
 	for len(b.Records) < maxRecords {
 		if len(buf)-off < headerLen {
@@ -173,6 +182,7 @@ func (r *Reader) read(synced Pos, maxRecords, maxBytes int) (Batch, error) {
 			break
 		}
 		b.Records = append(b.Records, body[:len(body):len(body)])
+		b.Starts = append(b.Starts, r.pos)
 		off += headerLen + l
 		r.pos.Off += int64(headerLen + l)
 		if off >= maxBytes {

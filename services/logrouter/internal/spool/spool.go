@@ -17,7 +17,9 @@ package spool
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -98,6 +100,7 @@ type Spool struct {
 	size int64
 
 	corrupt int64
+	id      string
 }
 
 type appendReq struct {
@@ -151,11 +154,46 @@ func Open(o Options) (*Spool, error) {
 		notify:   make(chan struct{}),
 	}
 	s.cond = sync.NewCond(&s.mu)
+	if err := s.loadID(); err != nil {
+		return nil, err
+	}
 	if err := s.recover(); err != nil {
 		return nil, err
 	}
 	go s.writer()
 	return s, nil
+}
+
+// ID is a random name the spool was given when its directory was first
+// used, kept in the file "id" there: the same across restarts, so an
+// output can name what it delivers after the spool and the position it
+// came from, and a delivery repeated after a crash lands on the same name.
+func (s *Spool) ID() string { return s.id }
+
+func (s *Spool) loadID() error {
+	path := filepath.Join(s.o.Dir, "id")
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if id := strings.TrimSpace(string(b)); len(id) == 16 && strings.Trim(id, "0123456789abcdef") == "" {
+			s.id = id
+			return nil
+		}
+		s.log.Warn("spool id file unreadable, naming the spool anew", "path", path)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("read spool id: %w", err)
+	}
+	var r [8]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return fmt.Errorf("spool id: %w", err)
+	}
+	s.id = hex.EncodeToString(r[:])
+	if err := os.WriteFile(path+".tmp", []byte(s.id+"\n"), 0o644); err != nil {
+		return fmt.Errorf("write spool id: %w", err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		return fmt.Errorf("write spool id: %w", err)
+	}
+	return s.syncDir()
 }
 
 func segName(n uint64) string { return fmt.Sprintf("%016d.seg", n) }

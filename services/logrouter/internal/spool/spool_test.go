@@ -331,3 +331,23 @@ func TestReaderOwned(t *testing.T) {
 		require.Equal(t, want[i], string(kept[i]))
 	}
 }
+
+// TestIDSurvivesRestart: a spool keeps the ID it was given when first
+// opened; another spool gets another.
+func TestIDSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir, NoSync: true})
+	require.NoError(t, err)
+	id := s.ID()
+	require.Regexp(t, `^[0-9a-f]{16}$`, id)
+	require.NoError(t, s.Close())
+	s, err = Open(Options{Dir: dir, NoSync: true})
+	require.NoError(t, err)
+	require.Equal(t, id, s.ID())
+	require.NoError(t, s.Close())
+	other, err := Open(Options{Dir: t.TempDir(), NoSync: true})
+	require.NoError(t, err)
+	defer other.Close()
+	require.NotEqual(t, id, other.ID())
+}

@@ -40,9 +40,13 @@ type Config struct {
 	// largest group is uploaded early.
 	BufferLimit int64
 	Format      event.Format
-	// Instance goes into {unique} so two logrouters never collide.
-	Instance string
-	Now      func() time.Time
+	// ID names the output's spool (spool.ID): {unique} is
+	// <ID>-<segment>-<offset>, the spool position of the object's first
+	// record, so two spools never collide and an object uploaded again
+	// after a crash (uploaded, but the spool not yet committed) replaces
+	// itself instead of being duplicated.
+	ID  string
+	Now func() time.Time
 }
 
 type group struct {
@@ -90,8 +94,17 @@ func (s *Sink) prefix(e *event.Event) (string, string) {
 	return pre, suf
 }
 
-// Deliver adds evs to their groups; nothing is uploaded here.
-func (s *Sink) Deliver(_ context.Context, evs []event.Event, end spool.Pos) (spool.Pos, error) {
+// Deliver adds evs to their groups without knowing their spool
+// positions: objects are named <ID>-<unix nanos>-<sequence> (the runner
+// calls DeliverAt).
+func (s *Sink) Deliver(ctx context.Context, evs []event.Event, end spool.Pos) (spool.Pos, error) {
+	return s.DeliverAt(ctx, evs, nil, end)
+}
+
+// DeliverAt adds evs, at[i] the spool position of evs[i], to their
+// groups; nothing is uploaded here. A group's object is named after the
+// position of its first record.
+func (s *Sink) DeliverAt(_ context.Context, evs []event.Event, at []spool.Pos, end spool.Pos) (spool.Pos, error) {
 	batchStart := s.lastEnd
 	for i := range evs {
 		pre, suf := s.prefix(&evs[i])
@@ -99,7 +112,12 @@ func (s *Sink) Deliver(_ context.Context, evs []event.Event, end spool.Pos) (spo
 		if g == nil {
 			now := s.c.Now()
 			g = &group{prefix: pre, suffix: suf, start: batchStart, opened: now}
-			g.key = fmt.Sprintf("%s%s-%d-%d%s", pre, s.c.Instance, now.UnixNano(), s.seq.Add(1), suf)
+			if at != nil {
+				g.start = at[i]
+				g.key = fmt.Sprintf("%s%s-%d-%d%s", pre, s.c.ID, at[i].Seg, at[i].Off, suf)
+			} else {
+				g.key = fmt.Sprintf("%s%s-%d-%d%s", pre, s.c.ID, now.UnixNano(), s.seq.Add(1), suf)
+			}
 			g.zw, _ = gzip.NewWriterLevel(&g.buf, gzip.DefaultCompression)
 			s.open[pre+"\x00"+suf] = g
 		}

@@ -97,7 +97,7 @@ func TestGroupsByKeyAndFlushesOnAgeSizeAndDrain(t *testing.T) {
 	client := fakeS3(t)
 	clk := &clock{t: time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)}
 	var c output.Counters
-	s, err := New(Config{Bucket: "logs", KeyTemplate: "{cluster}/{service}/%Y/%m/%d/%H/{unique}.ndjson.gz", FlushBytes: 4000, FlushAge: 5 * time.Minute, Format: event.FormatRaw, Instance: "i1", Now: clk.now}, client, &c)
+	s, err := New(Config{Bucket: "logs", KeyTemplate: "{cluster}/{service}/%Y/%m/%d/%H/{unique}.ndjson.gz", FlushBytes: 4000, FlushAge: 5 * time.Minute, Format: event.FormatRaw, ID: "i1", Now: clk.now}, client, &c)
 	require.NoError(t, err)
 	ctx := context.Background()
 	h10 := time.Date(2026, 11, 21, 10, 59, 0, 0, time.UTC)
@@ -153,7 +153,7 @@ func TestMultipartForLargeObjects(t *testing.T) {
 	t.Parallel()
 	client, parts := fakeS3Parts(t)
 	var c output.Counters
-	s, err := New(Config{Bucket: "logs", KeyTemplate: "{service}/{unique}.gz", FlushBytes: 64 << 20, FlushAge: time.Hour, PartBytes: 256 << 10, Format: event.FormatRaw, Instance: "i"}, client, &c)
+	s, err := New(Config{Bucket: "logs", KeyTemplate: "{service}/{unique}.gz", FlushBytes: 64 << 20, FlushAge: time.Hour, PartBytes: 256 << 10, Format: event.FormatRaw, ID: "i"}, client, &c)
 	require.NoError(t, err)
 	// ~800 KiB of incompressible lines: several 256 KiB parts gzipped.
 	var evs []event.Event
@@ -183,5 +183,33 @@ func TestMultipartForLargeObjects(t *testing.T) {
 		require.Len(t, lines, 1300)
 		require.Equal(t, "00000 ", lines[0][:6])
 		require.Equal(t, "01299 ", lines[1299][:6])
+	}
+}
+
+// TestObjectNamedAfterFirstRecord: with spool positions (as the runner
+// delivers), an object is named <ID>-<segment>-<offset> of its first
+// record, so the upload a restarted logrouter repeats (the process died
+// after an upload, before the spool commit) replaces the object instead of
+// adding a second copy of its records.
+func TestObjectNamedAfterFirstRecord(t *testing.T) {
+	t.Parallel()
+	client := fakeS3(t)
+	h := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	evs := []event.Event{ev("a", h, "a1"), ev("b", h, "b1"), ev("a", h, "a2")}
+	at := []spool.Pos{{Seg: 3, Off: 100}, {Seg: 3, Off: 150}, {Seg: 3, Off: 200}}
+	end := spool.Pos{Seg: 3, Off: 250}
+	for run := 0; run < 2; run++ { // before the crash, and the repeat after it
+		var c output.Counters
+		s, err := New(Config{Bucket: "logs", KeyTemplate: "{service}/{unique}.gz", FlushBytes: 64 << 20, FlushAge: time.Hour, Format: event.FormatRaw, ID: "0123456789abcdef"}, client, &c)
+		require.NoError(t, err)
+		_, err = s.DeliverAt(context.Background(), evs, at, end)
+		require.NoError(t, err)
+		safe, _, err := s.Flush(context.Background(), true)
+		require.NoError(t, err)
+		require.Equal(t, end, safe)
+		require.Equal(t, map[string][]string{
+			"a/0123456789abcdef-3-100.gz": {"a1", "a2"},
+			"b/0123456789abcdef-3-150.gz": {"b1"},
+		}, objects(t, client), "run %d", run)
 	}
 }
