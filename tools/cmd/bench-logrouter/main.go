@@ -98,6 +98,16 @@ func child(cfgPath string) error {
 		}
 		defer trace.Stop()
 	}
+	if path := os.Getenv("BENCH_MEMPROFILE"); path != "" {
+		runtime.MemProfileRate = 64 << 10
+		defer func() {
+			f, err := os.Create(path + "." + filepath.Base(filepath.Dir(cfgPath)))
+			if err == nil {
+				_ = pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
+	}
 	// As taskyard-logrouter does by default (--memory-limit 128MiB).
 	debug.SetMemoryLimit(128 << 20)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
