@@ -155,7 +155,7 @@ bench: ## Run every benchmark behind docs/benchmarks.md (about 15 min; copy the 
 	cd services/kit && go test ./schedule -run '^$$' -bench Next -benchmem
 	cd services/exporter && go test ./internal/ingest -run '^$$' -bench Ingest -benchtime 200000x -cpu 1 -count 3
 	cd services/exporter && go test ./internal/aggregate -run '^$$' -bench Render -cpu 1 -count 3
-	cd tools && go run ./cmd/bench-logrouter -records 300000
+	cd tools && go run ./cmd/bench-logrouter -records 300000 -runs 3
 	cd tools && go run ./cmd/bench-scheduler -schedules 10000 -load 3m -idle 30s
 	@mkdir -p bin/bench
 	go build -o bin/bench/taskyard-exitwatch ./services/exitwatch/cmd/taskyard-exitwatch
