@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -143,12 +144,24 @@ func FuzzDecodeFrame(f *testing.F) {
 			_ = os.WriteFile(filepath.Join(dir, fmt.Sprintf("seed%d", i)), []byte(fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", s)), 0o644)
 		}
 	}
+	// One Buffers for every input of this worker, as a server reuses them
+	// frame after frame: decoding into it must give what a fresh decode
+	// gives, whatever was decoded into it before.
+	var bf Buffers
 	f.Fuzz(func(t *testing.T, b []byte) {
 		n, err := objLen(b)
 		if err != nil {
 			return
 		}
 		fr, err := DecodeFrame(b[:n], Limits{MaxDecompressed: 1 << 20})
+		bf.Reset()
+		fr2, err2 := DecodeFrameInto(b[:n], Limits{MaxDecompressed: 1 << 20}, &bf)
+		if (err == nil) != (err2 == nil) {
+			t.Fatalf("DecodeFrame: %v; DecodeFrameInto reused buffers: %v", err, err2)
+		}
+		if err == nil && !sameFrame(fr, fr2) {
+			t.Fatalf("DecodeFrameInto reused buffers differs:\n%+v\n%+v", fr, fr2)
+		}
 		if err != nil {
 			var pe *ProtocolError
 			if !errors.As(err, &pe) {
@@ -247,4 +260,24 @@ func TestDecodeIntoReusedBuffers(t *testing.T) {
 			prevTag, prevChunk, wantPrevTag, wantPrevChunk = f.Tag, f.Chunk, tag, chunk
 		}
 	}
+}
+
+// sameFrame compares decoded frames, an empty list or map equal to a nil one.
+func sameFrame(a, b *Frame) bool {
+	if a.Tag != b.Tag || a.Mode != b.Mode || a.Chunk != b.Chunk || a.Size != b.Size || len(a.Entries) != len(b.Entries) {
+		return false
+	}
+	for i := range a.Entries {
+		x, y := a.Entries[i], b.Entries[i]
+		if !x.Time.Equal(y.Time) || len(x.Record) != len(y.Record) || len(x.Metadata) != len(y.Metadata) {
+			return false
+		}
+		if len(x.Record) > 0 && !reflect.DeepEqual(x.Record, y.Record) {
+			return false
+		}
+		if len(x.Metadata) > 0 && !reflect.DeepEqual(x.Metadata, y.Metadata) {
+			return false
+		}
+	}
+	return true
 }
