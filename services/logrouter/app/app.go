@@ -206,7 +206,7 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 		rt := &outputRT{cfg: oc, spool: sp, counters: &output.Counters{}}
 		outs = append(outs, rt)
 		index[oc.Name] = i
-		sink, batchRecs, batchBytes, err := buildSink(ctx, oc, fc, rt.counters, stdout, sinkDeps{aws: deps.AWS, spoolID: sp.ID(), now: now})
+		sink, batchRecs, batchBytes, err := buildSink(ctx, oc, fc, rt.counters, stdout, sinkDeps{aws: deps.AWS, spoolID: sp.ID(), spoolDir: filepath.Join(fc.Spool.Dir, oc.Name), now: now})
 		if err != nil {
 			return fmt.Errorf("output %s: %w", oc.Name, err)
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -58,7 +59,7 @@ func buildRemoteSink(ctx context.Context, oc lrconfig.Output, fc *lrconfig.File,
 			Bucket: oc.S3.Bucket, KeyTemplate: oc.S3.KeyTemplate,
 			FlushBytes: int64(oc.S3.FlushBytes), FlushAge: time.Duration(oc.S3.FlushAge),
 			PartBytes: int64(oc.S3.PartBytes), BufferLimit: int64(oc.S3.BufferLimit),
-			Format: format, ID: d.spoolID, Now: d.now,
+			Format: format, ID: d.spoolID, UploadLog: filepath.Join(d.spoolDir, "s3-uploads.ndjson"), Now: d.now,
 		}, client, c)
 		return sink, 5000, 8 << 20, err
 	case "firehose":
@@ -90,7 +91,8 @@ func buildRemoteSink(ctx context.Context, oc lrconfig.Output, fc *lrconfig.File,
 }
 
 type sinkDeps struct {
-	aws     *aws.Config
-	spoolID string // the output's spool.ID
-	now     func() time.Time
+	aws      *aws.Config
+	spoolID  string // the output's spool.ID
+	spoolDir string // the output's spool directory
+	now      func() time.Time
 }

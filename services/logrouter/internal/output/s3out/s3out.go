@@ -6,7 +6,10 @@
 // per FlushAge — no small-object storms. Objects larger than PartBytes
 // are sent with multipart upload. Nothing is committed in the spool until
 // the object holding it is uploaded; after a crash the open groups are
-// rebuilt from the spool.
+// rebuilt from the spool. Objects are named after the spool ID and their
+// first record's position, and uploads not yet committed are noted in an
+// upload log (see uploadLog), so records replayed after a crash are not
+// stored twice.
 package s3out
 
 import (
@@ -45,14 +48,21 @@ type Config struct {
 	// record, so two spools never collide and an object uploaded again
 	// after a crash (uploaded, but the spool not yet committed) replaces
 	// itself instead of being duplicated.
-	ID  string
-	Now func() time.Time
+	ID string
+	// UploadLog, when set, is the file (in the spool's directory) where
+	// every uploaded object is noted with the spool positions of its first
+	// and last record until the spool is committed past it. After a crash
+	// the records of objects noted there are not uploaded again: see
+	// uploadLog.
+	UploadLog string
+	Now       func() time.Time
 }
 
 type group struct {
 	prefix, suffix string
 	key            string
 	start          spool.Pos // no record of the group is before this
+	first, last    spool.Pos // positions of its first and last record (DeliverAt)
 	opened         time.Time
 	buf            bytes.Buffer
 	zw             *gzip.Writer
@@ -72,6 +82,10 @@ type Sink struct {
 	seq     atomic.Int64
 	line    []byte
 	render  event.Renderer
+	log     *uploadLog
+	// committed is the position the last Deliver or Flush returned (the
+	// runner commits it before calling again).
+	committed spool.Pos
 }
 
 // New returns the sink.
@@ -85,7 +99,15 @@ func New(c Config, client *s3.Client, counters *output.Counters) (*Sink, error) 
 	if c.PartBytes <= 0 {
 		c.PartBytes = 8 << 20 // S3 takes parts of 5 MiB and more (the config enforces it)
 	}
-	return &Sink{c: c, client: client, counters: counters, open: map[string]*group{}}, nil
+	s := &Sink{c: c, client: client, counters: counters, open: map[string]*group{}}
+	if c.UploadLog != "" {
+		l, err := openUploadLog(c.UploadLog)
+		if err != nil {
+			return nil, err
+		}
+		s.log = l
+	}
+	return s, nil
 }
 
 func (s *Sink) prefix(e *event.Event) (string, string) {
@@ -108,12 +130,15 @@ func (s *Sink) DeliverAt(_ context.Context, evs []event.Event, at []spool.Pos, e
 	batchStart := s.lastEnd
 	for i := range evs {
 		pre, suf := s.prefix(&evs[i])
+		if at != nil && s.log.uploaded(pre+"\x00"+suf, at[i]) {
+			continue // in an object uploaded before a restart
+		}
 		g := s.open[pre+"\x00"+suf]
 		if g == nil {
 			now := s.c.Now()
 			g = &group{prefix: pre, suffix: suf, start: batchStart, opened: now}
 			if at != nil {
-				g.start = at[i]
+				g.start, g.first = at[i], at[i]
 				g.key = fmt.Sprintf("%s%s-%d-%d%s", pre, s.c.ID, at[i].Seg, at[i].Off, suf)
 			} else {
 				g.key = fmt.Sprintf("%s%s-%d-%d%s", pre, s.c.ID, now.UnixNano(), s.seq.Add(1), suf)
@@ -121,13 +146,17 @@ func (s *Sink) DeliverAt(_ context.Context, evs []event.Event, at []spool.Pos, e
 			g.zw, _ = gzip.NewWriterLevel(&g.buf, gzip.DefaultCompression)
 			s.open[pre+"\x00"+suf] = g
 		}
+		if at != nil {
+			g.last = at[i]
+		}
 		s.line = s.render.AppendLine(s.line[:0], &evs[i], s.c.Format)
 		_, _ = g.zw.Write(s.line)
 		g.raw += int64(len(s.line))
 		g.records++
 	}
 	s.lastEnd = end
-	return s.safe(), nil
+	s.committed = s.safe()
+	return s.committed, nil
 }
 
 // safe is the first position some unuploaded group may hold.
@@ -166,6 +195,11 @@ func (s *Sink) closeGroup(k string, g *group) {
 // Flush closes groups that are due (all of them when all) and uploads
 // every closed group.
 func (s *Sink) Flush(ctx context.Context, all bool) (spool.Pos, bool, error) {
+	// The runner has committed what the last call returned: uploads all
+	// before it are never replayed again.
+	if err := s.log.prune(s.committed); err != nil {
+		return s.committed, true, err
+	}
 	now := s.c.Now()
 	for k, g := range s.open {
 		if all || g.raw >= s.c.FlushBytes || now.Sub(g.opened) >= s.c.FlushAge {
@@ -189,8 +223,14 @@ func (s *Sink) Flush(ctx context.Context, all bool) (spool.Pos, bool, error) {
 		s.pending = s.pending[1:]
 		s.counters.ProcRecords.Add(g.records)
 		s.counters.ProcBytes.Add(g.raw)
+		if g.first != (spool.Pos{}) {
+			if err := s.log.note(g.prefix+"\x00"+g.suffix, g.first, g.last); err != nil {
+				return s.safe(), true, err
+			}
+		}
 	}
-	return s.safe(), true, nil
+	s.committed = s.safe()
+	return s.committed, true, nil
 }
 
 func (s *Sink) upload(ctx context.Context, g *group) error {
@@ -254,4 +294,4 @@ func (s *Sink) multipart(ctx context.Context, key string, body []byte) error {
 }
 
 // Close drops in-memory groups; their records are still in the spool.
-func (s *Sink) Close() error { return nil }
+func (s *Sink) Close() error { return s.log.close() }

@@ -10,7 +10,10 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -212,4 +215,59 @@ func TestObjectNamedAfterFirstRecord(t *testing.T) {
 			"b/0123456789abcdef-3-150.gz": {"b1"},
 		}, objects(t, client), "run %d", run)
 	}
+}
+
+// TestUploadLogSkipsWhatWasUploadedBeforeACrash: objects of one prefix
+// were uploaded while an object of another prefix held the spool commit
+// back, then the process died. The restarted sink gets the same records
+// again, grouped differently (one batch now); the upload log makes it skip
+// the records already uploaded instead of storing them twice.
+func TestUploadLogSkipsWhatWasUploadedBeforeACrash(t *testing.T) {
+	t.Parallel()
+	client := fakeS3(t)
+	ctx := context.Background()
+	h := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	big := strings.Repeat("x", 300)
+	a1, b2, b4, a3 := ev("a", h, "a1"), ev("b", h, "b2"+big), ev("b", h, "b4"+big), ev("a", h, "a3")
+	p := func(off int64) spool.Pos { return spool.Pos{Seg: 1, Off: off} }
+	logPath := filepath.Join(t.TempDir(), "s3-uploads.ndjson")
+	cfg := Config{Bucket: "logs", KeyTemplate: "{service}/{unique}.gz", FlushBytes: 200, FlushAge: time.Hour, Format: event.FormatRaw, ID: "0123456789abcdef", UploadLog: logPath}
+
+	var c1 output.Counters
+	s1, err := New(cfg, client, &c1)
+	require.NoError(t, err)
+	_, err = s1.DeliverAt(ctx, []event.Event{a1, b2}, []spool.Pos{p(100), p(200)}, p(300))
+	require.NoError(t, err)
+	safe, _, err := s1.Flush(ctx, false) // b2 fills an object; a1's stays open
+	require.NoError(t, err)
+	require.Equal(t, p(100), safe, "the open object of a holds the commit back")
+	_, err = s1.DeliverAt(ctx, []event.Event{b4}, []spool.Pos{p(300)}, p(400))
+	require.NoError(t, err)
+	safe, _, err = s1.Flush(ctx, false)
+	require.NoError(t, err)
+	require.Equal(t, p(100), safe)
+	// The process dies here (no Close, nothing committed past a1).
+
+	var c2 output.Counters
+	s2, err := New(cfg, client, &c2)
+	require.NoError(t, err)
+	_, err = s2.DeliverAt(ctx, []event.Event{a1, b2, b4, a3}, []spool.Pos{p(100), p(200), p(300), p(400)}, p(500))
+	require.NoError(t, err)
+	safe, _, err = s2.Flush(ctx, true)
+	require.NoError(t, err)
+	require.Equal(t, p(500), safe)
+	require.Equal(t, map[string][]string{
+		"a/0123456789abcdef-1-100.gz": {"a1", "a3"},
+		"b/0123456789abcdef-1-200.gz": {"b2" + big},
+		"b/0123456789abcdef-1-300.gz": {"b4" + big},
+	}, objects(t, client))
+	require.Equal(t, int64(2), c2.ProcRecords.Load(), "only a1 and a3 uploaded after the restart")
+
+	// Committed past everything: the next flush empties the log.
+	_, _, err = s2.Flush(ctx, false)
+	require.NoError(t, err)
+	require.NoError(t, s2.Close())
+	b, err := os.ReadFile(logPath)
+	require.NoError(t, err)
+	require.Empty(t, b)
 }
