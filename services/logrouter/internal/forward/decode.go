@@ -67,15 +67,14 @@ type Limits struct {
 	MaxDecompressed int
 }
 
-// Buffers are the memory a decoded frame lives in: the copy of the frame
-// its strings point into, the decompressed payload, the records' fields
-// and the entry list. A server decodes frame after frame into the same
-// Buffers (DecodeFrameInto) instead of allocating ~1 MB per 1,000-record
-// frame for the garbage collector to find again. Everything decoded into
-// them — the Frame, its entries, every string but Tag and Chunk — is valid
-// only until Reset; whoever keeps a string longer must copy it.
+// Buffers are the memory a decoded frame lives in, besides the frame's
+// own bytes: the decompressed payload, the records' fields and the entry
+// list. A server decodes frame after frame into the same Buffers
+// (DecodeFrameInto) instead of allocating ~1 MB per 1,000-record frame for
+// the garbage collector to find again. Everything decoded into them — the
+// Frame, its entries, every string but Tag and Chunk — is valid only until
+// Reset; whoever keeps a string longer must copy it.
 type Buffers struct {
-	text    []byte
 	zbuf    []byte
 	zr      *gzip.Reader
 	slab    record.Record // len: the fields handed out since Reset
@@ -93,9 +92,6 @@ func (bf *Buffers) Reset() {
 	clear(bf.slab) // drop the references of non-string values
 	clear(bf.entries)
 	bf.slab, bf.entries, bf.frame = bf.slab[:0], bf.entries[:0], Frame{}
-	if cap(bf.text) > maxKeptBuffer {
-		bf.text = nil
-	}
 	if cap(bf.zbuf) > maxKeptBuffer {
 		bf.zbuf = nil
 	}
@@ -113,20 +109,21 @@ func (bf *Buffers) Reset() {
 func DecodeFrame(b []byte, lim Limits) (*Frame, error) { return DecodeFrameInto(b, lim, nil) }
 
 // DecodeFrameInto decodes like DecodeFrame into bf (reset first by the
-// caller); the frame is valid until bf.Reset. A nil bf allocates.
+// caller), and its strings point into b itself: the frame is valid until
+// bf.Reset, and b must not change until then (the server's read buffer
+// does not while the frame is handled). A nil bf allocates and copies.
 func DecodeFrameInto(b []byte, lim Limits, bf *Buffers) (*Frame, error) {
 	if lim.MaxDecompressed <= 0 {
 		lim.MaxDecompressed = 64 << 20
 	}
-	// One copy of the frame backs every string decoded from it (b is the
-	// connection's read buffer, reused for the next frame). Frame.Tag and
-	// Frame.Chunk are copied apart so that they do not keep it alive.
+	// The frame's bytes back every string decoded from it: b itself with
+	// bf, else one copy (b is the connection's read buffer, reused for the
+	// next frame). Frame.Tag and Frame.Chunk are copied apart so that they
+	// do not keep it alive.
 	r := &reader{b: b, buf: bf}
 	if bf != nil {
-		bf.text = append(bf.text[:0], b...)
-		r.b = bf.text
 		if len(b) > 0 {
-			r.s = unsafe.String(unsafe.SliceData(bf.text), len(bf.text))
+			r.s = unsafe.String(unsafe.SliceData(b), len(b))
 		}
 	} else {
 		r.s = string(b)
