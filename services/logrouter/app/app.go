@@ -206,7 +206,7 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 		rt := &outputRT{cfg: oc, spool: sp, counters: &output.Counters{}}
 		outs = append(outs, rt)
 		index[oc.Name] = i
-		sink, batchRecs, batchBytes, err := buildSink(ctx, oc, fc, rt.counters, stdout, sinkDeps{aws: deps.AWS, spoolID: sp.ID(), spoolDir: filepath.Join(fc.Spool.Dir, oc.Name), now: now})
+		sink, batchRecs, batchBytes, err := buildSink(ctx, oc, fc, rt.counters, stdout, sinkDeps{aws: deps.AWS, spoolID: sp.ID(), spoolDir: filepath.Join(fc.Spool.Dir, oc.Name), now: now, log: log})
 		if err != nil {
 			return fmt.Errorf("output %s: %w", oc.Name, err)
 		}
@@ -497,7 +497,8 @@ func buildSink(ctx context.Context, oc lrconfig.Output, fc *lrconfig.File, c *ou
 	case "stdout":
 		return &output.Writer{W: stdout, Format: format, Counters: c}, 1000, 4 << 20, nil
 	case "file":
-		return &output.File{Path: oc.File.Path, MaxBytes: int64(oc.File.MaxBytes), MaxFiles: oc.File.MaxFiles, Sync: oc.File.Sync, Format: format, Counters: c}, 5000, 4 << 20, nil
+		return &output.File{Path: oc.File.Path, MaxBytes: int64(oc.File.MaxBytes), MaxFiles: oc.File.MaxFiles, Sync: oc.File.Sync,
+			DirectIO: oc.File.DirectIO != nil && *oc.File.DirectIO, Format: format, Counters: c, Log: d.log.With("output", oc.Name)}, 5000, 4 << 20, nil
 	}
 	return buildRemoteSink(ctx, oc, fc, format, c, d)
 }

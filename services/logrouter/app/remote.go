@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -95,4 +96,5 @@ type sinkDeps struct {
 	spoolID  string // the output's spool.ID
 	spoolDir string // the output's spool directory
 	now      func() time.Time
+	log      *slog.Logger
 }

@@ -139,6 +139,9 @@ type FileOut struct {
 	MaxBytes Size   `yaml:"maxBytes"`
 	MaxFiles int    `yaml:"maxFiles"`
 	Sync     bool   `yaml:"sync"`
+	// DirectIO: see output.File.DirectIO; nil until defaults are applied
+	// (true).
+	DirectIO *bool `yaml:"directIO"`
 }
 
 // S3Out archives gzip NDJSON objects.
@@ -428,6 +431,10 @@ func (f *File) Defaults() {
 			}
 			if o.File.MaxFiles == 0 {
 				o.File.MaxFiles = 5
+			}
+			if o.File.DirectIO == nil {
+				on := true
+				o.File.DirectIO = &on
 			}
 		}
 		if o.Datadog != nil {

@@ -28,6 +28,12 @@ outputs:
   - name: archive
     type: s3
     s3: {bucket: logs, flushAge: 1m}
+  - name: local
+    type: file
+    file: {path: /var/log/x.ndjson}
+  - name: cached
+    type: file
+    file: {path: /var/log/y.ndjson, directIO: false}
 routes:
   - match: {cluster: "prod-*", level: "error"}
     outputs: [dd, archive]
@@ -43,6 +49,9 @@ routes:
 	require.Equal(t, Size(64<<20), f.Outputs[1].S3.FlushBytes)
 	require.Equal(t, "{cluster}/{service}/%Y/%m/%d/%H/{unique}.ndjson.gz", f.Outputs[1].S3.KeyTemplate)
 	require.Equal(t, "block", f.Outputs[1].WhenFull)
+	require.Equal(t, Size(100<<20), f.Outputs[2].File.MaxBytes)
+	require.True(t, *f.Outputs[2].File.DirectIO, "direct I/O by default")
+	require.False(t, *f.Outputs[3].File.DirectIO)
 }
 
 func TestParseErrorsNameFileLineField(t *testing.T) {

@@ -17,9 +17,18 @@ import (
 
 func TestFileRotates(t *testing.T) {
 	t.Parallel()
+	for _, direct := range []bool{false, true} {
+		t.Run(fmt.Sprintf("directIO=%v", direct), func(t *testing.T) {
+			t.Parallel()
+			testFileRotates(t, direct)
+		})
+	}
+}
+
+func testFileRotates(t *testing.T, direct bool) {
 	dir := t.TempDir()
 	var c Counters
-	f := &File{Path: filepath.Join(dir, "logs", "x.ndjson"), MaxBytes: 1000, MaxFiles: 2, Format: event.FormatRaw, Counters: &c}
+	f := &File{Path: filepath.Join(dir, "logs", "x.ndjson"), MaxBytes: 1000, MaxFiles: 2, DirectIO: direct, Format: event.FormatRaw, Counters: &c}
 	defer f.Close()
 	for i := 0; i < 10; i++ {
 		var evs []event.Event
