@@ -2,12 +2,7 @@
 
 package output
 
-import (
-	"errors"
-	"os"
-)
+import "os"
 
 // openDirect: direct I/O is used on Linux only (see File.DirectIO).
-var openDirect = func(string) (*os.File, error) {
-	return nil, errors.New("direct I/O is implemented for Linux only")
-}
+var openDirect = func(string) (*os.File, error) { return nil, errNoDirectIO }

@@ -94,6 +94,10 @@ type File struct {
 	r    event.Renderer
 }
 
+// errNoDirectIO is openDirect's answer where direct I/O is not
+// implemented (outside Linux).
+var errNoDirectIO = errors.New("direct I/O is implemented for Linux only")
+
 // writeDirect is the O_DIRECT write (a variable for the tests of a
 // refusal).
 var writeDirect = (*os.File).WriteAt
@@ -127,11 +131,12 @@ func (s *File) open() error {
 	}
 	s.f, s.df = f, nil
 	if s.DirectIO && fi.Mode().IsRegular() {
-		df, err := openDirect(s.Path)
-		if err != nil {
-			s.log().Warn("log file: direct I/O refused, writing through the page cache", "path", s.Path, "err", err)
-		} else {
+		switch df, err := openDirect(s.Path); {
+		case err == nil:
 			s.df = df
+		case errors.Is(err, errNoDirectIO): // not on this OS: the page cache, quietly
+		default:
+			s.log().Warn("log file: direct I/O refused, writing through the page cache", "path", s.Path, "err", err)
 		}
 	}
 	if err := s.resync(fi.Size()); err != nil {
