@@ -229,7 +229,7 @@ func (s *File) failed(err error) error {
 	if s.df != nil {
 		s.buf = s.buf[:s.keep]
 	} else {
-		s.buf = s.buf[:0]
+		s.buf, s.keep = s.buf[:0], 0
 	}
 	_ = s.f.Truncate(s.size)
 	return fmt.Errorf("write log file: %w", err)
