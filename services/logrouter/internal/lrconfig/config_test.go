@@ -64,6 +64,8 @@ func TestParseErrorsNameFileLineField(t *testing.T) {
 			[]string{"lr.yml:3: inputs.forward.sharedKey: environment variable NOPE is not set"}},
 		{"unknown field", "inputs:\n  forward:\n    lisen: x\n", []string{"lr.yml:3: inputs.forward.lisen: unknown field"}},
 		{"bad size", "inputs:\n  forward:\n    maxFrameBytes: lots\n", []string{`lr.yml:3: inputs.forward.maxFrameBytes: "lots" is not a size`}},
+		{"bad bool", "outputs:\n  - name: f\n    type: file\n    file: {path: /x, directIO: maybe}\n", []string{`lr.yml:4: outputs[0].file.directIO: "maybe" is not true or false`}},
+		{"bad number", "outputs:\n  - name: f\n    type: file\n    file:\n      path: /x\n      maxFiles: few\n", []string{`lr.yml:6: outputs[0].file.maxFiles: "few" is not a whole number`}},
 		{"many problems", `inputs:
   forward: {}
 pipeline:

@@ -41,6 +41,19 @@ func walkKnown(n *yaml.Node, t reflect.Type, p string) error {
 		case durationType:
 			var d Duration
 			err = d.UnmarshalYAML(n)
+		default:
+			// Plain scalars: yaml's own type errors name only the line.
+			switch t.Kind() {
+			case reflect.Bool:
+				if n.Decode(reflect.New(t).Interface()) != nil {
+					err = fmt.Errorf("%q is not true or false", n.Value)
+				}
+			case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+				reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+				if n.Decode(reflect.New(t).Interface()) != nil {
+					err = fmt.Errorf("%q is not a whole number", n.Value)
+				}
+			}
 		}
 		if err != nil {
 			return &FieldError{Line: n.Line, Path: p, Msg: err.Error()}
