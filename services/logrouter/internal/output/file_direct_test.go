@@ -19,6 +19,12 @@ import (
 	"github.com/taskyard/taskyard/services/logrouter/internal/spool"
 )
 
+// rawFile is a File sink writing format raw to path, logging into logs.
+func rawFile(path string, direct bool, c *Counters) (*File, *bytes.Buffer) {
+	logs := &bytes.Buffer{}
+	return &File{Path: path, DirectIO: direct, Format: event.FormatRaw, Counters: c, Log: slog.New(slog.NewJSONHandler(logs, nil))}, logs
+}
+
 // deliverRaw delivers lines (format raw: the line and a newline).
 func deliverRaw(t *testing.T, f *File, lines []string) {
 	t.Helper()
@@ -60,8 +66,7 @@ func TestFileContentAcrossBatchesAndRestarts(t *testing.T) {
 			n := 0
 			for restart := 0; restart < 3; restart++ {
 				c := &Counters{}
-				var logs bytes.Buffer
-				f := &File{Path: path, DirectIO: direct, Format: event.FormatRaw, Counters: c, Log: slog.New(slog.NewJSONHandler(&logs, nil))}
+				f, logs := rawFile(path, direct, c)
 				var wrote int64
 				for batch := 0; batch < 40; batch++ {
 					lines := make([]string, 1+rng.IntN(30))
@@ -98,8 +103,7 @@ func TestFileTruncatedUnderIt(t *testing.T) {
 		t.Run(fmt.Sprintf("directIO=%v", direct), func(t *testing.T) {
 			t.Parallel()
 			path := filepath.Join(t.TempDir(), "x.ndjson")
-			var logs bytes.Buffer
-			f := &File{Path: path, DirectIO: direct, Format: event.FormatRaw, Counters: &Counters{}, Log: slog.New(slog.NewJSONHandler(&logs, nil))}
+			f, logs := rawFile(path, direct, &Counters{})
 			defer f.Close()
 			deliverRaw(t, f, []string{"one", strings.Repeat("x", 5000), "two"})
 			// logrotate's copytruncate
@@ -121,8 +125,7 @@ func TestFileDirectIORefused(t *testing.T) {
 	defer func() { openDirect = orig }()
 	openDirect = func(string) (*os.File, error) { return nil, fmt.Errorf("refused for the test") }
 	path := filepath.Join(t.TempDir(), "x.ndjson")
-	var logs bytes.Buffer
-	f := &File{Path: path, DirectIO: true, Format: event.FormatRaw, Counters: &Counters{}, Log: slog.New(slog.NewJSONHandler(&logs, nil))}
+	f, logs := rawFile(path, true, &Counters{})
 	defer f.Close()
 	deliverRaw(t, f, []string{"a", strings.Repeat("b", 9000)})
 	deliverRaw(t, f, []string{"c"})
@@ -150,8 +153,7 @@ func TestFileDirectWriteRefused(t *testing.T) {
 		return 0, &os.PathError{Op: "write", Path: "x", Err: syscall.EINVAL}
 	}
 	path := filepath.Join(dir, "x.ndjson")
-	var logs bytes.Buffer
-	f := &File{Path: path, DirectIO: true, Format: event.FormatRaw, Counters: &Counters{}, Log: slog.New(slog.NewJSONHandler(&logs, nil))}
+	f, logs := rawFile(path, true, &Counters{})
 	defer f.Close()
 	deliverRaw(t, f, []string{"a"}) // less than a block: no direct write yet
 	require.NotNil(t, f.df)
@@ -176,9 +178,8 @@ func TestFileRetryAfterPartialWrite(t *testing.T) {
 	orig := writeDirect
 	defer func() { writeDirect = orig }()
 	path := filepath.Join(dir, "x.ndjson")
-	var logs bytes.Buffer
 	c := &Counters{}
-	f := &File{Path: path, DirectIO: true, Format: event.FormatRaw, Counters: c, Log: slog.New(slog.NewJSONHandler(&logs, nil))}
+	f, logs := rawFile(path, true, c)
 	defer f.Close()
 	deliverRaw(t, f, []string{"first"})
 	var batch []string
