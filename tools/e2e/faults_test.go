@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -279,12 +280,17 @@ func TestFaultNATSOutage(t *testing.T) {
 	fin := s.finished(t, "e2e-slow", runID, 90*time.Second)
 	require.Equal(t, v1.Outcome_OUTCOME_SUCCEEDED, fin.GetOutcome(), "verdict of the run that ended during the outage: %v", fin)
 	require.GreaterOrEqual(t, len(s.stored(t, v1.Streams("taskyard").Runs, "taskyard.>")), runsBefore+2, "RUNS lost messages across the NATS restart")
-	require.Eventually(t, func() bool {
+	var last atomic.Value // what the exporter said last, for the failure message
+	last.Store("nothing")
+	if !assert.Eventually(t, func() bool {
 		m := metrics(t)
 		d, _ := num(m, "schedule", "e2e-slow", "dispatched")
 		ok, _ := num(m, "schedule", "e2e-slow", "succeeded")
+		last.Store(fmt.Sprintf("dispatched=%v succeeded=%v", d, ok))
 		return d == 1 && ok == 1
-	}, 60*time.Second, time.Second, "exporter counts of e2e-slow after the outage")
+	}, 60*time.Second, time.Second, "exporter counts of e2e-slow after the outage") {
+		t.Fatalf("the exporter last said %s", last.Load())
+	}
 	st.requireAllInS3(t, 60*time.Second)
 }
 

@@ -196,6 +196,15 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 		return err
 	}
 	log.Info("snapshot restored", "entities", n, "instance", cfg.Instance)
+	// After a reconnect the consumers are recreated (see Resubscribe).
+	prevReconnect := nc.Opts.ReconnectedCB
+	nc.SetReconnectHandler(func(c *nats.Conn) {
+		if prevReconnect != nil {
+			prevReconnect(c)
+		}
+		ing.Resubscribe()
+	})
+	defer nc.SetReconnectHandler(prevReconnect)
 
 	ln := deps.Listener
 	if ln == nil {

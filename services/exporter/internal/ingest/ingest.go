@@ -298,10 +298,28 @@ func (in *Ingester) Run(ctx context.Context) error {
 			in.resets.Add(1)
 			in.stop(st)
 			if err := in.start(ctx, st, false); err != nil && ctx.Err() == nil {
-				in.log.Error("recreate consumer", "stream", st.name, "err", err)
-				return err
+				// Still broken: tried again at the next tick (NATS may be
+				// back without JetStream being ready yet).
+				in.log.Error("recreate consumer, will retry", "stream", st.name, "err", err)
 			}
 		}
+	}
+}
+
+// Resubscribe recreates every consumer from the stored positions, as a
+// delivery gap does. Call it when the NATS connection comes back: a pull
+// consumer can stay silent after the server restarted (its pending pulls
+// are gone with the old connection), and nothing else would notice.
+func (in *Ingester) Resubscribe() {
+	in.mu.Lock()
+	for _, st := range in.streams {
+		st.broken = true
+	}
+	in.mu.Unlock()
+	in.log.Info("nats reconnected: recreating the consumers from the stored positions")
+	select {
+	case in.kick <- struct{}{}:
+	default:
 	}
 }
 

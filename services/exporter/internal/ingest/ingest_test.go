@@ -186,3 +186,57 @@ func TestGapRecreatesConsumer(t *testing.T) {
 	cancel()
 	require.NoError(t, <-done)
 }
+
+// TestServerRestartResumes: the NATS server restarts (same store, same
+// port); on the reconnect the consumers are recreated and what is
+// published afterwards is counted, each message once.
+func TestServerRestartResumes(t *testing.T) {
+	t.Parallel()
+	store := t.TempDir()
+	srv, err := natsconn.StartEmbedded(natsconn.EmbeddedConfig{Listen: "127.0.0.1:-1", StoreDir: store})
+	require.NoError(t, err)
+	addr := srv.Addr().String()
+	reconnected := make(chan struct{}, 1)
+	var in *Ingester
+	nc, err := nats.Connect(srv.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond),
+		nats.ReconnectHandler(func(*nats.Conn) {
+			in.Resubscribe()
+			select {
+			case reconnected <- struct{}{}:
+			default:
+			}
+		}))
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	ctx := context.Background()
+	require.NoError(t, natsconn.Ensure(ctx, js, v1.StoreOptions{}))
+	st := aggregate.New("", nil)
+	in = New(js, st, logging.New(io.Discard, 0, "test"), Config{Instance: "restart", FlushInterval: 20 * time.Millisecond})
+	_, err = in.Restore(ctx)
+	require.NoError(t, err)
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- in.Run(rctx) }()
+	require.Eventually(t, in.Ready, 5*time.Second, 10*time.Millisecond)
+	publishRuns(t, js, 0, 5)
+	require.Eventually(t, func() bool { a, s := in.Position("RUNS"); return a == 5 && s == 5 }, 5*time.Second, 10*time.Millisecond)
+
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	srv, err = natsconn.StartEmbedded(natsconn.EmbeddedConfig{Listen: addr, StoreDir: store})
+	require.NoError(t, err)
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	select {
+	case <-reconnected:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no reconnect")
+	}
+	require.Eventually(t, func() bool { return in.Resets() >= 1 }, 10*time.Second, 10*time.Millisecond, "consumers recreated")
+	publishRuns(t, js, 5, 5)
+	require.Eventually(t, func() bool { a, _ := in.Position("RUNS"); return a == 10 }, 10*time.Second, 10*time.Millisecond)
+	require.Equal(t, 10.0, succeeded(t, st), "each message once")
+	cancel()
+	require.NoError(t, <-done)
+}
