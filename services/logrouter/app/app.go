@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sync"
 	"time"
 
@@ -59,7 +60,17 @@ type Config struct {
 	StatsInterval time.Duration
 	// NoNATS runs without NATS (no stats publishing, no live tail).
 	NoNATS bool
+	// OutputNice, when above 0, lowers the CPU priority of every output's
+	// delivery thread by that many nice steps (Linux; see
+	// docs/logrouting.md "CPU priority"). The daemon's flag defaults to
+	// DefaultOutputNice; 0, the zero value, leaves priorities alone.
+	OutputNice int
 }
+
+// DefaultOutputNice is --output-nice's default: under CPU contention an
+// output's thread then gets about a tenth of what an input's gets (the
+// kernel's weights for nice 10 and 0 are 110 and 1024).
+const DefaultOutputNice = 10
 
 // Register binds the flags.
 func (c *Config) Register(f *config.Flags) {
@@ -70,6 +81,7 @@ func (c *Config) Register(f *config.Flags) {
 	f.Duration(&c.DrainTimeout, "drain-timeout", 25*time.Second, "on SIGTERM, time to flush spooled records before exiting (keep under the ECS stop timeout)")
 	f.Duration(&c.StatsInterval, "stats-interval", 10*time.Second, "period of LogStats and DaemonStats publications")
 	f.Bool(&c.NoNATS, "no-nats", false, "run without NATS: no stats publications, no live tail")
+	f.Int(&c.OutputNice, "output-nice", DefaultOutputNice, "raise the nice value of the outputs' delivery threads by this much (0-19; 0: same priority as the inputs), so a burst is acknowledged first and delivered with the CPU left (Linux)")
 }
 
 // Validate reports every problem at once, including the config file's.
@@ -81,6 +93,7 @@ func (c Config) Validate() error {
 	p.Check(c.DrainTimeout > 0, "drain-timeout: must be positive")
 	p.Check(c.StatsInterval >= time.Second, "stats-interval: must be at least 1s")
 	p.Check(c.HTTPListen != "", "http-listen: must not be empty")
+	p.Check(c.OutputNice >= 0 && c.OutputNice <= 19, "output-nice: %d is not between 0 and 19", c.OutputNice)
 	if c.Routing == nil {
 		if _, err := lrconfig.Load(c.ConfigFile, nil); err != nil {
 			p.Addf("config: %v", err)
@@ -216,6 +229,7 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 			MaxBatchRecords: batchRecs, MaxBatchBytes: batchBytes,
 			DrainTimeout: cfg.DrainTimeout,
 			DeadLetter:   &output.DeadLetter{Path: filepath.Join(fc.Spool.Dir, oc.Name+".deadletter.ndjson")},
+			Nice:         cfg.OutputNice,
 			Log:          log,
 		}
 		if oc.S3 != nil {
@@ -340,6 +354,17 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	}
 	addrs.HTTP = httpLn.Addr().String()
 
+	// A runner on a lowered-priority thread holds one of the runtime's
+	// processors (Ps) while it works, and the kernel may leave that thread
+	// waiting: one more P per output keeps the inputs' goroutines as many
+	// Ps as there are CPUs. An explicit GOMAXPROCS is left as it is.
+	if cfg.OutputNice > 0 && output.NiceSupported && len(outs) > 0 && os.Getenv("GOMAXPROCS") == "" {
+		procs := runtime.GOMAXPROCS(0) + len(outs)
+		runtime.GOMAXPROCS(procs)
+		defer runtime.SetDefaultGOMAXPROCS()
+		log.Debug("processors raised for the outputs' lower-priority threads", "gomaxprocs", procs)
+	}
+
 	// Runners first, then inputs.
 	runCtx, stopRunners := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRunners()
@@ -444,7 +469,7 @@ func Run(ctx context.Context, cfg Config, deps Deps) error {
 	// Outputs deliver what they can in what is left of the drain timeout.
 	remaining := max(cfg.DrainTimeout-time.Since(drainStart), time.Second)
 	for _, o := range outs {
-		o.runner.DrainTimeout = remaining
+		o.runner.SetDrainTimeout(remaining)
 	}
 	stopRunners()
 	runnersWG.Wait()

@@ -61,8 +61,10 @@ func main() {
 		window  = flag.Int("window", 4, "chunks in flight per connection")
 		dir     = flag.String("dir", "", "work directory (default: a temp dir)")
 		runs    = flag.Int("runs", 3, "rounds of every scenario and baseline, one after the other; the ratio is reported per round and as the median")
+		nice    = flag.Int("output-nice", app.DefaultOutputNice, "the child's --output-nice (0: outputs at the inputs' CPU priority)")
 	)
 	flag.Parse()
+	outputNice = *nice
 	if *serve != "" {
 		if err := child(*serve); err != nil {
 			fmt.Fprintln(os.Stderr, "child:", err)
@@ -75,6 +77,9 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// outputNice is the child's app.Config.OutputNice (passed on as a flag).
+var outputNice int
 
 // child runs the logrouter and writes its addresses next to the config.
 func child(cfgPath string) error {
@@ -113,7 +118,7 @@ func child(cfgPath string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	ac := aws.Config{Region: "us-east-1", Credentials: credentials.NewStaticCredentialsProvider("AKID", "SECRET", "")}
-	return app.Run(ctx, app.Config{ConfigFile: cfgPath, Instance: "bench", HTTPListen: "127.0.0.1:0", DrainTimeout: 60 * time.Second, StatsInterval: 10 * time.Second, NoNATS: true},
+	return app.Run(ctx, app.Config{ConfigFile: cfgPath, Instance: "bench", HTTPListen: "127.0.0.1:0", DrainTimeout: 60 * time.Second, StatsInterval: 10 * time.Second, NoNATS: true, OutputNice: outputNice},
 		app.Deps{Log: logging.New(io.Discard, slog.LevelInfo, "logrouter"), AWS: &ac, Ready: func(a app.Addrs) {
 			b, _ := json.Marshal(a)
 			_ = os.WriteFile(cfgPath+".addrs.tmp", b, 0o644)
@@ -306,7 +311,7 @@ func startChild(cfgPath string) (*proc, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(self, "-serve", cfgPath)
+	cmd := exec.Command(self, "-output-nice", strconv.Itoa(outputNice), "-serve", cfgPath)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -491,8 +496,8 @@ func run(records, per, conns, window, runs int, dir string) error {
 	}
 	fs, total := frames(records, per)
 	fmt.Printf("machine: %d CPUs (GOMAXPROCS %d), %s, %s/%s\n", runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	fmt.Printf("workload: %d records, %d chunks of %d, %.1f MiB on the wire (%.0f B/record), %d connections x %d chunks in flight, acks on, spool fsync on; %d rounds\n\n",
-		records, len(fs), per, float64(total)/mib, float64(total)/float64(records), conns, window, runs)
+	fmt.Printf("workload: %d records, %d chunks of %d, %.1f MiB on the wire (%.0f B/record), %d connections x %d chunks in flight, acks on, spool fsync on, output nice +%d; %d rounds\n\n",
+		records, len(fs), per, float64(total)/mib, float64(total)/float64(records), conns, window, outputNice, runs)
 
 	s3srv := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
 	defer s3srv.Close()

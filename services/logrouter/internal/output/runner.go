@@ -114,12 +114,27 @@ type Runner struct {
 	MaxBatchRecords, MaxBatchBytes int
 	// Tick is how often Flush is called while idle (default 1 s).
 	Tick time.Duration
-	// DrainTimeout bounds delivery after ctx is cancelled (default 25 s).
+	// DrainTimeout bounds delivery after ctx is cancelled (default 25 s);
+	// SetDrainTimeout changes it while Run runs.
 	DrainTimeout time.Duration
+	drain        atomic.Int64 // SetDrainTimeout's value, 0 when unset
 	// DeadLetter receives events that could not be delivered.
 	DeadLetter *DeadLetter
-	Log        *slog.Logger
+	// Nice, when above 0, runs the runner on a thread of its own whose
+	// nice value is raised by Nice (Linux): the inputs, which acknowledge
+	// records only once they are spooled, get the CPUs first during a
+	// burst, and delivery uses what they leave. See NiceSupported.
+	Nice int
+	Log  *slog.Logger
 }
+
+// SetDrainTimeout sets how long a running Run keeps delivering once its
+// context is cancelled; call it before cancelling (the daemon hands the
+// outputs what is left of its drain timeout after the inputs stopped).
+func (r *Runner) SetDrainTimeout(d time.Duration) { r.drain.Store(int64(d)) }
+
+// NiceSupported reports whether Runner.Nice takes effect on this system.
+const NiceSupported = niceSupported
 
 // Run delivers until ctx is cancelled, then keeps delivering what is
 // spooled (flushing every buffer) for at most DrainTimeout; whatever is
@@ -134,17 +149,29 @@ func (r *Runner) Run(ctx context.Context) error {
 	if r.Tick <= 0 {
 		r.Tick = time.Second
 	}
-	if r.DrainTimeout <= 0 {
-		r.DrainTimeout = 25 * time.Second
+	drain := r.DrainTimeout
+	if drain <= 0 {
+		drain = 25 * time.Second
 	}
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 	stopDrainTimer := context.AfterFunc(ctx, func() {
-		t := time.AfterFunc(r.DrainTimeout, cancelWork)
+		if d := r.drain.Load(); d > 0 {
+			drain = time.Duration(d)
+		}
+		t := time.AfterFunc(drain, cancelWork)
 		context.AfterFunc(work, func() { t.Stop() })
 	})
 	defer stopDrainTimer()
 	defer r.Sink.Close()
+	if r.Nice > 0 {
+		// Locks this goroutine to its thread until Run returns.
+		if nice, err := lowerThreadPriority(r.Nice); err != nil {
+			r.Log.Warn("output runs at the inputs' CPU priority", "output", r.Name, "err", err)
+		} else {
+			r.Log.Debug("output thread priority lowered", "output", r.Name, "nice", nice)
+		}
+	}
 
 	rd := r.Spool.NewReader()
 	defer rd.Close()

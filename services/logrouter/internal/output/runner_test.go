@@ -2,9 +2,11 @@ package output_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"sync/atomic"
 	"testing"
@@ -15,6 +17,7 @@ import (
 	"github.com/taskyard/taskyard/services/logrouter/internal/event"
 	"github.com/taskyard/taskyard/services/logrouter/internal/output"
 	"github.com/taskyard/taskyard/services/logrouter/internal/output/outputtest"
+	"github.com/taskyard/taskyard/services/logrouter/internal/spool"
 )
 
 // brokenPipe fails every write until healed.
@@ -91,4 +94,35 @@ func TestBatchesReuseMemory(t *testing.T) {
 		require.Equal(t, struct{ Cluster, Service, Log string }{evs[i].Cluster, evs[i].Service, evs[i].Log}, got)
 	}
 	require.Equal(t, len(evs), i)
+}
+
+// TestSetDrainTimeoutWhileRunning: the drain budget set while the runner
+// runs (as the daemon does once its inputs have stopped) is the one used,
+// not the one it started with.
+func TestSetDrainTimeoutWhileRunning(t *testing.T) {
+	t.Parallel()
+	sp, err := spool.Open(spool.Options{Dir: t.TempDir()})
+	require.NoError(t, err)
+	defer sp.Close()
+	e := event.Event{Time: time.Now(), Log: "never delivered"}
+	cm, err := sp.Append(context.Background(), [][]byte{e.AppendBinary(nil)})
+	require.NoError(t, err)
+	require.NoError(t, cm.Wait(context.Background()))
+	var c output.Counters
+	r := &output.Runner{Name: "stuck", Sink: &output.Writer{W: &brokenPipe{}, Format: event.FormatRaw, Counters: &c}, Spool: sp, Counters: &c,
+		Retry:        output.RetryPolicy{Initial: time.Millisecond, Max: 5 * time.Millisecond},
+		DrainTimeout: time.Hour, Log: slog.New(slog.DiscardHandler)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	require.Eventually(t, func() bool { return c.Retries.Load() > 0 }, 5*time.Second, time.Millisecond)
+	r.SetDrainTimeout(20 * time.Millisecond)
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(time.Minute):
+		t.Fatal("the runner kept to its first drain timeout (an hour)")
+	}
+	require.False(t, sp.Empty(), "what was not delivered stays spooled")
 }
