@@ -231,8 +231,12 @@ type RunDispatched struct {
 	// Scheduler instance that dispatched.
 	Instance string `protobuf:"bytes,10,opt,name=instance,proto3" json:"instance,omitempty"`
 	// Timeout from the schedule, zero when none.
-	Timeout       *durationpb.Duration `protobuf:"bytes,11,opt,name=timeout,proto3" json:"timeout,omitempty"`
-	TaskCount     int32                `protobuf:"varint,12,opt,name=task_count,json=taskCount,proto3" json:"task_count,omitempty"`
+	Timeout   *durationpb.Duration `protobuf:"bytes,11,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	TaskCount int32                `protobuf:"varint,12,opt,name=task_count,json=taskCount,proto3" json:"task_count,omitempty"`
+	// When the scheduler decided to run the fire and called the runner;
+	// dispatched_at minus decided_at is the runner's call (RunTask, or a
+	// local container's create and start).
+	DecidedAt     *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=decided_at,json=decidedAt,proto3" json:"decided_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -349,6 +353,13 @@ func (x *RunDispatched) GetTaskCount() int32 {
 		return x.TaskCount
 	}
 	return 0
+}
+
+func (x *RunDispatched) GetDecidedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DecidedAt
+	}
+	return nil
 }
 
 // RunSkipped is published on taskyard.run.skipped.<schedule> for every due
@@ -982,7 +993,7 @@ var File_taskyard_v1_run_proto protoreflect.FileDescriptor
 
 const file_taskyard_v1_run_proto_rawDesc = "" +
 	"\n" +
-	"\x15taskyard/v1/run.proto\x12\vtaskyard.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdb\x02\n" +
+	"\x15taskyard/v1/run.proto\x12\vtaskyard.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8b\x03\n" +
 	"\rRunDispatched\x12\x0e\n" +
 	"\x06run_id\x18\x01 \x01(\t\x12\x10\n" +
 	"\bschedule\x18\x02 \x01(\t\x12\x0f\n" +
@@ -997,7 +1008,9 @@ const file_taskyard_v1_run_proto_rawDesc = "" +
 	" \x01(\t\x12*\n" +
 	"\atimeout\x18\v \x01(\v2\x19.google.protobuf.Duration\x12\x12\n" +
 	"\n" +
-	"task_count\x18\f \x01(\x05\"\x93\x02\n" +
+	"task_count\x18\f \x01(\x05\x12.\n" +
+	"\n" +
+	"decided_at\x18\r \x01(\v2\x1a.google.protobuf.Timestamp\"\x93\x02\n" +
 	"\n" +
 	"RunSkipped\x12\x0e\n" +
 	"\x06run_id\x18\x01 \x01(\t\x12\x10\n" +
@@ -1113,28 +1126,29 @@ var file_taskyard_v1_run_proto_depIdxs = []int32{
 	10, // 1: taskyard.v1.RunDispatched.dispatched_at:type_name -> google.protobuf.Timestamp
 	0,  // 2: taskyard.v1.RunDispatched.trigger:type_name -> taskyard.v1.Trigger
 	11, // 3: taskyard.v1.RunDispatched.timeout:type_name -> google.protobuf.Duration
-	10, // 4: taskyard.v1.RunSkipped.scheduled_at:type_name -> google.protobuf.Timestamp
-	10, // 5: taskyard.v1.RunSkipped.decided_at:type_name -> google.protobuf.Timestamp
-	0,  // 6: taskyard.v1.RunSkipped.trigger:type_name -> taskyard.v1.Trigger
-	1,  // 7: taskyard.v1.RunSkipped.reason:type_name -> taskyard.v1.SkipReason
-	10, // 8: taskyard.v1.RunDispatchFailed.scheduled_at:type_name -> google.protobuf.Timestamp
-	10, // 9: taskyard.v1.RunDispatchFailed.failed_at:type_name -> google.protobuf.Timestamp
-	0,  // 10: taskyard.v1.RunDispatchFailed.trigger:type_name -> taskyard.v1.Trigger
-	5,  // 11: taskyard.v1.RunDispatchFailed.failures:type_name -> taskyard.v1.DispatchFailure
-	10, // 12: taskyard.v1.RunFinished.scheduled_at:type_name -> google.protobuf.Timestamp
-	10, // 13: taskyard.v1.RunFinished.started_at:type_name -> google.protobuf.Timestamp
-	10, // 14: taskyard.v1.RunFinished.finished_at:type_name -> google.protobuf.Timestamp
-	2,  // 15: taskyard.v1.RunFinished.outcome:type_name -> taskyard.v1.Outcome
-	7,  // 16: taskyard.v1.RunFinished.containers:type_name -> taskyard.v1.ContainerExit
-	11, // 17: taskyard.v1.RunFinished.duration:type_name -> google.protobuf.Duration
-	0,  // 18: taskyard.v1.RunFinished.trigger:type_name -> taskyard.v1.Trigger
-	10, // 19: taskyard.v1.RunMissed.expected_at:type_name -> google.protobuf.Timestamp
-	10, // 20: taskyard.v1.RunMissed.detected_at:type_name -> google.protobuf.Timestamp
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	10, // 4: taskyard.v1.RunDispatched.decided_at:type_name -> google.protobuf.Timestamp
+	10, // 5: taskyard.v1.RunSkipped.scheduled_at:type_name -> google.protobuf.Timestamp
+	10, // 6: taskyard.v1.RunSkipped.decided_at:type_name -> google.protobuf.Timestamp
+	0,  // 7: taskyard.v1.RunSkipped.trigger:type_name -> taskyard.v1.Trigger
+	1,  // 8: taskyard.v1.RunSkipped.reason:type_name -> taskyard.v1.SkipReason
+	10, // 9: taskyard.v1.RunDispatchFailed.scheduled_at:type_name -> google.protobuf.Timestamp
+	10, // 10: taskyard.v1.RunDispatchFailed.failed_at:type_name -> google.protobuf.Timestamp
+	0,  // 11: taskyard.v1.RunDispatchFailed.trigger:type_name -> taskyard.v1.Trigger
+	5,  // 12: taskyard.v1.RunDispatchFailed.failures:type_name -> taskyard.v1.DispatchFailure
+	10, // 13: taskyard.v1.RunFinished.scheduled_at:type_name -> google.protobuf.Timestamp
+	10, // 14: taskyard.v1.RunFinished.started_at:type_name -> google.protobuf.Timestamp
+	10, // 15: taskyard.v1.RunFinished.finished_at:type_name -> google.protobuf.Timestamp
+	2,  // 16: taskyard.v1.RunFinished.outcome:type_name -> taskyard.v1.Outcome
+	7,  // 17: taskyard.v1.RunFinished.containers:type_name -> taskyard.v1.ContainerExit
+	11, // 18: taskyard.v1.RunFinished.duration:type_name -> google.protobuf.Duration
+	0,  // 19: taskyard.v1.RunFinished.trigger:type_name -> taskyard.v1.Trigger
+	10, // 20: taskyard.v1.RunMissed.expected_at:type_name -> google.protobuf.Timestamp
+	10, // 21: taskyard.v1.RunMissed.detected_at:type_name -> google.protobuf.Timestamp
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_taskyard_v1_run_proto_init() }

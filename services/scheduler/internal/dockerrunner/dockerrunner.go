@@ -144,10 +144,13 @@ type cont struct {
 	image     string
 	essential bool
 	id        string // Docker container id ("" when not created)
-	exitCode  int32
-	hasExit   bool
-	reason    string
-	done      chan struct{}
+	// resumed: created and started by a replica that died before it
+	// reported the task; this one took the container over.
+	resumed  bool
+	exitCode int32
+	hasExit  bool
+	reason   string
+	done     chan struct{}
 }
 
 type task struct {
@@ -193,15 +196,31 @@ func (r *Runner) Run(ctx context.Context, req runner.Request) (runner.Result, er
 }
 
 // containerName is the Docker name of a task's container: unique per run,
-// task index and container, so a run dispatched twice conflicts instead
-// of running twice.
+// task index and container, so a run dispatched twice finds the first
+// dispatch's container instead of running twice.
 func containerName(runID string, i int, name string) string {
 	return fmt.Sprintf("taskyard-%s-%d-%s", runID, i, name)
 }
 
+// start creates and starts one task's containers. The run id plays the
+// part of ECS's clientToken: a task this runner already watches (started
+// here, or adopted from a replica that died) is not started again, and a
+// container that already exists under the task's name — a leader died
+// between creating it and publishing the decision, and the next leader
+// runs the fire again with the same run id — is taken over: started if it
+// never was, watched either way.
 func (r *Runner) start(ctx context.Context, req runner.Request, id, family string, idx int) (string, error) {
 	spec := req.Spec
 	r.mu.Lock()
+	if _, known := r.tasks[id]; known {
+		r.mu.Unlock()
+		r.cfg.Log.Info("task of this run already running", "task", id, "run", req.RunID)
+		return "", nil
+	}
+	if r.starting[id] {
+		r.mu.Unlock()
+		return "CannotCreateContainerError", fmt.Errorf("task %s is being started already", id)
+	}
 	r.starting[id] = true
 	r.mu.Unlock()
 	defer func() {
@@ -245,6 +264,21 @@ func (r *Runner) start(ctx context.Context, req runner.Request, id, family strin
 			}
 		}
 		created, err := r.cfg.Client.ContainerCreate(ctx, cfg, hc, nc, nil, name)
+		if cerrdefs.IsConflict(err) {
+			existing, ierr := r.cfg.Client.ContainerInspect(ctx, name)
+			switch {
+			case ierr != nil:
+				err = fmt.Errorf("%w (inspecting the existing container: %v)", err, ierr)
+			case existing.Config == nil || existing.Config.Labels[LabelTask] != id:
+				err = fmt.Errorf("%w (the existing container is not one of task %s)", err, id)
+			default:
+				t.conts[i].id = existing.ID
+				t.conts[i].resumed = existing.State != nil && existing.State.Status != container.StateCreated
+				r.cfg.Log.Info("container of this run exists already, taking it over", "task", id, "run", req.RunID,
+					"container", name, "state", stateOf(existing))
+				continue
+			}
+		}
 		if err != nil {
 			return fail("CannotCreateContainerError", fmt.Errorf("create container %s: %w", c.GetName(), err))
 		}
@@ -254,6 +288,9 @@ func (r *Runner) start(ctx context.Context, req runner.Request, id, family strin
 	t.started = time.Now()
 	t.mu.Unlock()
 	for _, c := range t.conts {
+		if c.resumed {
+			continue
+		}
 		if err := r.cfg.Client.ContainerStart(ctx, c.id, container.StartOptions{}); err != nil {
 			return fail("CannotStartContainerError", fmt.Errorf("start container %s: %w", c.name, err))
 		}
@@ -264,6 +301,13 @@ func (r *Runner) start(ctx context.Context, req runner.Request, id, family strin
 	r.publish(ctx, t, "RUNNING")
 	r.watchTask(t, spec.GetTiming().GetTimeout().AsDuration())
 	return "", nil
+}
+
+func stateOf(c container.InspectResponse) string {
+	if c.State == nil {
+		return ""
+	}
+	return string(c.State.Status)
 }
 
 // watchTask waits for every container and supervises the task: an

@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -341,6 +342,82 @@ func TestAdoptsTasksOfAnotherReplica(t *testing.T) {
 	require.Eventually(t, func() bool { return len(managed(t, cli, q.Spec.Name)) == 0 }, 30*time.Second, 100*time.Millisecond)
 	_, err = cli.ContainerInspect(context.Background(), containerName(q.RunID, 0, "main"))
 	require.True(t, cerrdefs.IsNotFound(err), "container still there: %v", err)
+}
+
+// removeOnFailure removes what a failed test left of schedule sched.
+func removeOnFailure(t *testing.T, cli *client.Client, sched string) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for _, c := range managed(t, cli, sched) {
+			_ = cli.ContainerRemove(context.Background(), c.ID, container.RemoveOptions{Force: true})
+		}
+	})
+}
+
+// TestRunAgainTakesOverTheRunsContainers: a leader that dies between the
+// runner call and the publication of its decision leaves the next leader to
+// run the fire again under the same run id. The containers the first one
+// created are taken over — started if they never were — instead of failing
+// with a name conflict or running the job twice.
+func TestRunAgainTakesOverTheRunsContainers(t *testing.T) {
+	cli := dockerClient(t)
+	img := buildJobImage(t, cli)
+
+	t.Run("created, never started", func(t *testing.T) {
+		r, evs := setup(t, Config{Client: cli})
+		q := request("created", img, []string{"exit", "3", "from the first dispatch"}, 0, 0)
+		removeOnFailure(t, cli, q.Spec.Name)
+		id := fmt.Sprintf("docker:task/%s/%s-0", q.Spec.GetCluster(), q.RunID)
+		// What the dead leader did: create the container, nothing more.
+		dead := &task{id: id, runID: q.RunID, schedule: q.Spec.GetName(), cluster: q.Spec.GetCluster(), created: time.Now()}
+		cfg, hc, nc := r.containerConfig(q, dead, q.Spec.GetContainers()[0])
+		_, err := cli.ContainerCreate(context.Background(), cfg, hc, nc, nil, containerName(q.RunID, 0, "main"))
+		require.NoError(t, err)
+
+		res, err := r.Run(context.Background(), q)
+		require.NoError(t, err)
+		require.Empty(t, res.Failures)
+		require.Equal(t, []string{id}, res.TaskIDs)
+		require.Eventually(t, func() bool { return evs.stopped(id) != nil }, 60*time.Second, 50*time.Millisecond)
+		require.Equal(t, int32(3), evs.stopped(id).GetContainers()[0].GetExitCode(), "the taken-over container ran")
+		require.Eventually(t, func() bool { return len(managed(t, cli, q.Spec.Name)) == 0 }, 30*time.Second, 100*time.Millisecond)
+	})
+
+	t.Run("running", func(t *testing.T) {
+		first, evs := setup(t, Config{Client: cli, KillGrace: time.Second})
+		q := request("running", img, []string{"sleep", "5m"}, 0, 0)
+		removeOnFailure(t, cli, q.Spec.Name)
+		res, err := first.Run(context.Background(), q)
+		require.NoError(t, err)
+		require.Len(t, res.TaskIDs, 1)
+		id := res.TaskIDs[0]
+		before := managed(t, cli, q.Spec.Name)
+		require.Len(t, before, 1)
+		first.Shutdown(false) // dies without stopping its task
+
+		second := New(Config{Client: cli, JS: first.cfg.JS, Log: logging.Discard(), KillGrace: time.Second})
+		t.Cleanup(func() { second.Shutdown(true) })
+		again, err := second.Run(context.Background(), q)
+		require.NoError(t, err)
+		require.Empty(t, again.Failures)
+		require.Equal(t, []string{id}, again.TaskIDs)
+		after := managed(t, cli, q.Spec.Name)
+		require.Len(t, after, 1, "the job runs once")
+		require.Equal(t, before[0].ID, after[0].ID)
+		require.Equal(t, "running", after[0].State)
+
+		// The second replica watches it: a repeated Run is a no-op, Stop
+		// stops it and its STOPPED event comes out.
+		again, err = second.Run(context.Background(), q)
+		require.NoError(t, err)
+		require.Equal(t, []string{id}, again.TaskIDs)
+		require.NoError(t, second.Stop(context.Background(), nil, nil, []string{id}, "operator said so"))
+		require.Eventually(t, func() bool { return evs.stopped(id) != nil }, 60*time.Second, 50*time.Millisecond)
+		require.Equal(t, "operator said so", evs.stopped(id).GetStoppedReason())
+		require.Eventually(t, func() bool { return len(managed(t, cli, q.Spec.Name)) == 0 }, 30*time.Second, 100*time.Millisecond)
+	})
 }
 
 // forwardServer is a minimal Fluent Forward receiver for what Docker's

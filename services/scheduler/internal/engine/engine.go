@@ -692,7 +692,7 @@ func (e *Engine) finish(ctx context.Context, spec *v1.ScheduleSpec, f fire, c pr
 	span.SetAttributes(attribute.String("taskyard.decision", "dispatched"), attribute.Int("taskyard.tasks", len(res.TaskIDs)))
 	msg := &v1.RunDispatched{
 		RunId: runID, Schedule: spec.GetName(), Cluster: spec.GetCluster(),
-		ScheduledAt: timestamppb.New(f.at), DispatchedAt: timestamppb.New(done),
+		ScheduledAt: timestamppb.New(f.at), DecidedAt: timestamppb.New(start), DispatchedAt: timestamppb.New(done),
 		Trigger: f.trigger, Runner: e.cfg.Runner.Name(), TaskIds: res.TaskIDs,
 		TaskDefinition: res.TaskDefinition, Instance: e.cfg.Instance,
 		TaskCount: taskCount(spec),

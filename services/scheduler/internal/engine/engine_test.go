@@ -48,6 +48,9 @@ type recRunner struct {
 	stops []stopCall
 	load  int
 	fail  []*v1.DispatchFailure
+	// took, when set, is how far Run advances clk, as a slow RunTask would.
+	took time.Duration
+	clk  *clock.Manual
 }
 
 func (r *recRunner) Name() string { return "rec" }
@@ -55,6 +58,9 @@ func (r *recRunner) Run(_ context.Context, req runner.Request) (runner.Result, e
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.runs = append(r.runs, req)
+	if r.took > 0 {
+		r.clk.Advance(r.took)
+	}
 	if r.fail != nil {
 		return runner.Result{Failures: r.fail}, nil
 	}
@@ -215,6 +221,29 @@ func mustTime(t *testing.T, s string) time.Time {
 	v, err := time.Parse(time.RFC3339, s)
 	require.NoError(t, err)
 	return v
+}
+
+// TestDispatchedCarriesDecisionTime: RunDispatched says when the fire was
+// decided (the runner called) apart from when the runner returned.
+func TestDispatchedCarriesDecisionTime(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, mustTime(t, "2026-06-01T10:00:30Z"), nil)
+	h.run.clk, h.run.took = h.clk, 3*time.Second
+	require.NoError(t, h.eng.Upsert(spec("slow", "rate(1 minute)", "UTC")))
+	h.lead.set(true)
+	at := h.step(1)
+	var d *v1.RunDispatched
+	h.mu.Lock()
+	for _, m := range h.events {
+		if x, ok := m.(*v1.RunDispatched); ok {
+			d = x
+		}
+	}
+	h.mu.Unlock()
+	require.NotNil(t, d)
+	require.True(t, at.Equal(d.GetScheduledAt().AsTime()))
+	require.True(t, at.Equal(d.GetDecidedAt().AsTime()), "decided_at %s, want the fire time %s", d.GetDecidedAt().AsTime(), at)
+	require.True(t, at.Add(3*time.Second).Equal(d.GetDispatchedAt().AsTime()), "dispatched_at %s, want the runner's return at %s", d.GetDispatchedAt().AsTime(), at.Add(3*time.Second))
 }
 
 func TestDSTThroughTimer(t *testing.T) {
