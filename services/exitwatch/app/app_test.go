@@ -124,7 +124,11 @@ func TestRunEndToEnd(t *testing.T) {
 	cfg.LostAfter, cfg.StuckPendingAfter, cfg.MissedGrace, cfg.SilentGrace = 15*time.Minute, 10*time.Minute, time.Minute, 2*time.Minute
 	cfg.OverlapRuns, cfg.Workers, cfg.ReplayFrom, cfg.Tick = 2, 4, time.Hour, 20*time.Millisecond
 	awsCfg := aws.Config{Region: "eu-west-1", Credentials: credentials.NewStaticCredentialsProvider("AKIDEXAMPLE", "secret", "")}
-	clk := &clock{t: time.Now().UTC()}
+	// The daemon's clock starts just after the recorded ECS events below
+	// (exit3-out-of-order.json, 03:00–03:04:40): the run they finish was
+	// dispatched minutes ago, not a day ago, whatever today is — else a
+	// tick that comes before the SQS messages judges it lost.
+	clk := &clock{t: time.Date(2026, 11, 21, 3, 4, 41, 0, time.UTC)}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	base := "http://" + ln.Addr().String()
@@ -164,7 +168,7 @@ func TestRunEndToEnd(t *testing.T) {
 		require.Eventually(t, func() bool { a, _ := wh.find("run_failed", "nightly-report"); return a != nil }, 15*time.Second, 20*time.Millisecond)
 		a, body := wh.find("run_failed", "nightly-report")
 		require.Equal(t, "run_failed", kindOf(t, body))
-		require.Equal(t, "3", a.GetFields()["exit_code"])
+		require.Equal(t, "3", a.GetFields()["exit_code"], "alert: %s", body)
 		require.Equal(t, "https://runbooks.example.com/nightly-report", a.GetRunbookUrl())
 		require.Equal(t, "batch", a.GetCluster(), "cluster ARN mapped to the profile name")
 		require.Eventually(t, func() bool { return q.Len() == 0 }, 5*time.Second, 20*time.Millisecond, "SQS messages deleted after publishing")
