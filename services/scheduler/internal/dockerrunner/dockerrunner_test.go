@@ -344,6 +344,21 @@ func TestAdoptsTasksOfAnotherReplica(t *testing.T) {
 	require.True(t, cerrdefs.IsNotFound(err), "container still there: %v", err)
 }
 
+// waitSleeping waits until the job in container id printed "sleeping":
+// its SIGTERM handler is in place (see testdata/job).
+func waitSleeping(t *testing.T, cli *client.Client, id string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		rc, err := cli.ContainerLogs(context.Background(), id, container.LogsOptions{ShowStdout: true})
+		if err != nil {
+			return false
+		}
+		defer rc.Close()
+		b, _ := io.ReadAll(rc)
+		return bytes.Contains(b, []byte("sleeping"))
+	}, 60*time.Second, 50*time.Millisecond, "the job in %s never printed sleeping", id)
+}
+
 // removeOnFailure removes what a failed test left of schedule sched.
 func removeOnFailure(t *testing.T, cli *client.Client, sched string) {
 	t.Cleanup(func() {
@@ -517,6 +532,7 @@ func TestClusterLoadAdoptsOrphans(t *testing.T) {
 	// back); the adopter reports it and removes it.
 	docker := managed(t, cli, q.Spec.Name)
 	require.Len(t, docker, 1)
+	waitSleeping(t, cli, docker[0].ID)
 	secs := 1
 	require.NoError(t, cli.ContainerStop(context.Background(), docker[0].ID, container.StopOptions{Timeout: &secs}))
 	require.Eventually(t, func() bool { return evs.stopped(res.TaskIDs[0]) != nil }, 60*time.Second, 50*time.Millisecond)

@@ -3,7 +3,7 @@
 //
 //	job exit CODE LINE...   print the lines (stdout), exit CODE
 //	job oom                 allocate memory until the kernel kills it
-//	job sleep DURATION      sleep (until stopped)
+//	job sleep DURATION      print "sleeping" and sleep (until stopped)
 package main
 
 import (
@@ -41,6 +41,10 @@ func main() {
 		d, _ := time.ParseDuration(os.Args[2])
 		sig := make(chan os.Signal, 1)
 		signal.Notify(sig, syscall.SIGTERM)
+		// From here a SIGTERM exits 143. Before, the runtime's default
+		// action cannot kill PID 1 and the process exits 2 instead: tests
+		// that stop the job wait for this line.
+		fmt.Println("sleeping")
 		select {
 		case <-time.After(d):
 		case <-sig:
