@@ -47,32 +47,53 @@ func fakeS3(t *testing.T) (*httptest.Server, *s3.Client) {
 // s3IDs counts the "id" attribute of every record in the bucket.
 func s3IDs(t *testing.T, c *s3.Client) map[string]int {
 	t.Helper()
+	ids, err := listS3IDs(c)
+	require.NoError(t, err)
+	return ids
+}
+
+// listS3IDs is s3IDs for conditions polled from another goroutine.
+func listS3IDs(c *s3.Client) (map[string]int, error) {
 	ids := map[string]int{}
 	var token *string
 	for {
 		l, err := c.ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String("logs"), ContinuationToken: token})
-		require.NoError(t, err)
+		if err != nil {
+			return nil, err
+		}
 		for _, o := range l.Contents {
-			g, err := c.GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String("logs"), Key: o.Key})
-			require.NoError(t, err)
-			zr, err := gzip.NewReader(g.Body)
-			require.NoError(t, err)
-			sc := bufio.NewScanner(zr)
-			for sc.Scan() {
-				var m struct {
-					Attributes struct{ ID string } `json:"attributes"`
-				}
-				require.NoError(t, json.Unmarshal(sc.Bytes(), &m))
-				ids[m.Attributes.ID]++
+			if err := objectIDs(c, aws.ToString(o.Key), ids); err != nil {
+				return nil, fmt.Errorf("object %s: %w", aws.ToString(o.Key), err)
 			}
-			require.NoError(t, sc.Err())
-			g.Body.Close()
 		}
 		if !aws.ToBool(l.IsTruncated) {
-			return ids
+			return ids, nil
 		}
 		token = l.NextContinuationToken
 	}
+}
+
+func objectIDs(c *s3.Client, key string, ids map[string]int) error {
+	g, err := c.GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String("logs"), Key: aws.String(key)})
+	if err != nil {
+		return err
+	}
+	defer g.Body.Close()
+	zr, err := gzip.NewReader(g.Body)
+	if err != nil {
+		return err
+	}
+	sc := bufio.NewScanner(zr)
+	for sc.Scan() {
+		var m struct {
+			Attributes struct{ ID string } `json:"attributes"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			return err
+		}
+		ids[m.Attributes.ID]++
+	}
+	return sc.Err()
 }
 
 const crashYAML = `

@@ -109,7 +109,20 @@ spool:
 		i++
 	}
 	want := i * 100
-	require.Eventually(t, func() bool { return len(s3IDs(t, client)) == want }, 30*time.Second, 250*time.Millisecond)
+	// Polled here rather than in require.Eventually, so that a failure
+	// says how many arrived. The wait is generous: one run under -race,
+	// with the CPUs saturated, had not delivered everything after 30 s
+	// (seen once in about ten runs, before this message existed).
+	var got int
+	var listErr error
+	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(250 * time.Millisecond) {
+		ids, err := listS3IDs(client)
+		got, listErr = len(ids), err
+		if got == want || time.Now().After(deadline) {
+			break
+		}
+	}
+	require.Equal(t, want, got, "records in S3 90 s after the outage (last list error: %v); output counters %v", listErr, h.metrics()["output"]["archive"])
 	require.Eventually(t, func() bool {
 		m := h.metrics()["output"]["archive"]
 		return m["spool_bytes"] == 0 && m["oldest_spooled_seconds"] == 0
