@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ecs"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -432,6 +433,62 @@ func TestStopOverrun(t *testing.T) {
 		Containers: []*v1.ContainerState{{Name: "app", ExitCode: 143, HasExitCode: true}}})
 	h.eventually(func() bool { return len(h.bus.Finished()) == 1 }, "verdict")
 	require.Equal(t, v1.Outcome_OUTCOME_TIMED_OUT, h.bus.Finished()[0].GetOutcome())
+}
+
+// TestNoSuccessSurvivesRestart: a restart of exitwatch does not restart
+// the succeedWithin window of a schedule applied before it, and an
+// incident open when it restarted is still resolved when a run succeeds.
+func TestNoSuccessSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	env := natstest.Start(t)
+	sp := spec("dms", "cron(0 3 * * ? 2099)")
+	sp.Expectations = &v1.Expectations{SucceedWithin: durationpb.New(time.Hour)}
+	sp.AppliedAt = timestamppb.New(t0)
+	data, err := proto.Marshal(sp)
+	require.NoError(t, err)
+	_, err = env.KV(t, "taskyard-schedules").Put(context.Background(), "dms", data)
+	require.NoError(t, err)
+
+	// The first process runs from t0 to t0+50m: no alert yet.
+	clk := &clock{t: t0.Add(50 * time.Minute)}
+	first := addReplica(t, env, clk, tracker.Config{})
+	first.tr.Tick(context.Background())
+	first.wait()
+
+	// The next one starts at t0+61m and raises it at once.
+	clk.Set(t0.Add(61 * time.Minute))
+	h := addReplica(t, env, clk, tracker.Config{})
+	require.Eventually(t, func() bool { _, ok := h.list.Get("dms"); return ok }, 5*time.Second, 10*time.Millisecond)
+	h.tr.Tick(context.Background())
+	h.eventually(func() bool { return len(h.bus.AlertsOf(tracker.KindNoSuccess)) == 1 }, "no_success an hour after the apply")
+	require.Contains(t, h.bus.AlertsOf(tracker.KindNoSuccess)[0].GetTitle(), "has not succeeded for 1h1m")
+
+	// Restarted again mid-incident, it announces the incident again (its
+	// receivers fold it by dedupe key) and resolves it on a success.
+	h.wait()
+	clk.Set(t0.Add(70 * time.Minute))
+	h2 := addReplica(t, env, clk, tracker.Config{})
+	require.Eventually(t, func() bool { _, ok := h2.list.Get("dms"); return ok }, 5*time.Second, 10*time.Millisecond)
+	h2.tr.Tick(context.Background())
+	h2.eventually(func() bool { return len(h2.bus.AlertsOf(tracker.KindNoSuccess)) == 1 }, "announced again after the restart")
+	id := v1.RunID("dms", t0.Add(71*time.Minute), v1.Trigger_TRIGGER_MANUAL)
+	h2.dispatch(&v1.RunDispatched{RunId: id, Schedule: "dms", Cluster: "batch", ScheduledAt: timestamppb.New(t0.Add(71 * time.Minute)),
+		DispatchedAt: timestamppb.New(t0.Add(71 * time.Minute)), Trigger: v1.Trigger_TRIGGER_MANUAL, Runner: "ecs", TaskIds: []string{"task-" + id}, TaskCount: 1})
+	h2.task(&v1.TaskStateChanged{TaskArn: "task-" + id, RunId: id, Schedule: "dms", Cluster: "batch", LastStatus: "STOPPED", Version: 5,
+		StopCode: "EssentialContainerExited", StartedAt: timestamppb.New(t0.Add(71 * time.Minute)), StoppedAt: timestamppb.New(t0.Add(72 * time.Minute)),
+		Containers: []*v1.ContainerState{{Name: "app", ExitCode: 0, HasExitCode: true}}})
+	h2.eventually(func() bool { return len(h2.bus.Finished()) == 1 }, "verdict")
+	require.Equal(t, v1.Outcome_OUTCOME_SUCCEEDED, h2.bus.Finished()[0].GetOutcome())
+	clk.Set(t0.Add(73 * time.Minute))
+	h2.tr.Tick(context.Background())
+	h2.eventually(func() bool {
+		for _, a := range h2.bus.Alerts() {
+			if a.GetResolved() && a.GetDedupeKey() == "no_success:dms" {
+				return true
+			}
+		}
+		return false
+	}, "no_success resolved after the restart")
 }
 
 // Both replicas evaluate the time rules; each incident is raised once.

@@ -56,9 +56,11 @@ type Item struct {
 	// unknown.
 	Essential map[string]bool
 	AppliedAt time.Time
-	// Since is when the item was first seen enabled by this process, or
-	// re-enabled, or applied, whichever is latest: no success is expected
-	// and no ping is due before it.
+	// Since is when the item was applied, or re-enabled, or — for a ping
+	// check, which has no apply time — first seen enabled by this process,
+	// whichever is latest: no success is expected and no ping is due
+	// before it. A restart of exitwatch does not move it for schedules, so
+	// it does not restart their succeedWithin windows.
 	Since time.Time
 	// EnabledAt is when this process saw the item go from disabled to
 	// enabled (zero when it was enabled when first seen): fires before it
@@ -125,6 +127,10 @@ func (l *List) Put(it *Item) {
 		it.Since = time.Time{}
 	case prev != nil && prev.Enabled && !prev.Since.IsZero():
 		it.Since = prev.Since
+	case prev == nil && !it.AppliedAt.IsZero():
+		// First seen by this process, enabled since it was applied (or
+		// re-enabled, which is an apply too).
+		it.Since = it.AppliedAt
 	default:
 		it.Since = now
 	}
